@@ -1,0 +1,39 @@
+# terrasnap — every target installs what it needs itself (venv, packages, emulators, Kubernetes binaries).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STATE := .state
+export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: venv demo test test-unit test-engine test-cluster lint bench cluster cluster-down clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip uv >/dev/null
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/uv pip install -q -e '.[dev]'
+	@touch $@
+
+demo: venv
+	@$(PY) tests/demo.py --state $(STATE)/demo
+
+test: venv
+	@$(PY) -m pytest tests
+
+test-unit: venv
+	@$(PY) -m pytest tests/unit
+
+test-engine: venv
+	@$(PY) -m pytest tests/engine
+
+lint: venv
+	@$(VENV)/bin/ruff check operator tests
+	@$(VENV)/bin/mypy
+
+bench: venv
+	@$(PY) tests/bench/bench_engine.py
+
+clean:
+	rm -rf $(STATE) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""terrasnap: reproducible, validated snapshots of geospatial training data in DVC remotes."""
+
+__version__ = "0.1.0"
