@@ -1,0 +1,255 @@
+"""The store: a plain DVC remote (file:// or gs://) plus terrasnap's own prefix beside the objects.
+
+Everything that talks to the bucket goes through `Store`, so the engine, fetch and GC agree on the
+layout (docs/contracts.md) and on how errors are reported.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+import fsspec
+
+from terrasnap.engine.errors import StoreUnreachable, UsageError
+
+MANIFEST_PREFIX = "terrasnap/manifests"
+INFLIGHT_PREFIX = "terrasnap/inflight"
+GC_PREFIX = "terrasnap/gc"
+SUPPORTED_SCHEMES = ("file", "gs")
+
+
+def endpoint_from_env() -> str | None:
+    """The emulator endpoint, if any: ours first, then the one Google's own clients honour."""
+    explicit = os.environ.get("TERRASNAP_STORE_ENDPOINT")
+    if explicit:
+        return explicit
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        return emulator if "://" in emulator else f"http://{emulator}"
+    return None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    md5: str  # "<32 hex>" or "<32 hex>.dir"
+    size: int
+    mtime: float | None  # seconds since epoch; None when the store does not say
+
+
+def _gcs_filesystem(endpoint: str | None) -> Any:
+    # Against an emulator: anonymous access and no bucket-type probe (PITFALLS: 60 s hang per call).
+    os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    if endpoint:
+        return fsspec.filesystem("gs", endpoint_url=endpoint, token="anon", skip_instance_cache=True)
+    creds = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    return fsspec.filesystem("gs", token=creds or "google_default", skip_instance_cache=True)
+
+
+class Store:
+    """A DVC remote at `url`; paths given to methods are relative to the store root."""
+
+    def __init__(self, url: str, endpoint: str | None = None) -> None:
+        parsed = urlparse(url)
+        if parsed.scheme not in SUPPORTED_SCHEMES:
+            raise UsageError(
+                f"store {url!r}: unsupported scheme {parsed.scheme or '(none)'!r}; "
+                f"use file:///absolute/path or gs://bucket/prefix"
+            )
+        self.scheme = parsed.scheme
+        self.endpoint = endpoint if endpoint is not None else (endpoint_from_env() if parsed.scheme == "gs" else None)
+        if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost"):
+                raise UsageError(f"store {url!r}: file:// URLs must be absolute (file:///path)")
+            self.root = os.path.abspath(parsed.path)
+            self.fs: Any = fsspec.filesystem("file", auto_mkdir=True)
+        else:
+            if not parsed.netloc:
+                raise UsageError(f"store {url!r}: no bucket name")
+            self.root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+            self.fs = _gcs_filesystem(self.endpoint)
+        self.url = url.rstrip("/")
+
+    @classmethod
+    def from_url(cls, url: str, endpoint: str | None = None) -> Store:
+        return cls(url, endpoint)
+
+    # -- paths ---------------------------------------------------------------------------------
+    def abs(self, rel: str) -> str:
+        return posixpath.join(self.root, rel) if rel else self.root
+
+    def uri(self, rel: str) -> str:
+        return f"{self.url}/{rel}"
+
+    def rel_from_uri(self, uri: str) -> str:
+        """The store-relative path of a URI inside this store (UsageError if it is elsewhere)."""
+        if not uri.startswith(self.url + "/"):
+            raise UsageError(f"{uri!r} is not inside store {self.url!r}")
+        return uri[len(self.url) + 1 :]
+
+    @staticmethod
+    def object_rel(md5: str) -> str:
+        return f"files/md5/{md5[:2]}/{md5[2:]}"
+
+    @staticmethod
+    def manifest_rel(namespace: str, name: str, snapshot_hex: str) -> str:
+        return f"{MANIFEST_PREFIX}/{namespace}/{name}/{snapshot_hex}"
+
+    # -- I/O -------------------------------------------------------------------------------------
+    def _wrap(self, what: str, exc: BaseException) -> StoreUnreachable:
+        return StoreUnreachable(f"store {self.url}: {what}: {type(exc).__name__}: {exc}")
+
+    def check_reachable(self) -> None:
+        """Fail fast, with the store's URL in the message, before any work is done."""
+        try:
+            if self.scheme == "file":
+                os.makedirs(self.root, exist_ok=True)
+                if not os.access(self.root, os.W_OK):
+                    raise PermissionError(f"{self.root} is not writable")
+            else:
+                if self.endpoint:
+                    _probe_tcp(self.endpoint)
+                bucket = self.root.split("/", 1)[0]
+                if not self.fs.exists(bucket):
+                    raise FileNotFoundError(f"bucket {bucket!r} does not exist")
+        except StoreUnreachable:
+            raise
+        except Exception as exc:
+            raise self._wrap("not reachable", exc) from exc
+
+    def exists(self, rel: str) -> bool:
+        try:
+            return bool(self.fs.exists(self.abs(rel)))
+        except Exception as exc:
+            raise self._wrap(f"checking {rel}", exc) from exc
+
+    def size(self, rel: str) -> int | None:
+        """Size in bytes, None if the object does not exist."""
+        try:
+            info = self.fs.info(self.abs(rel))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._wrap(f"stat {rel}", exc) from exc
+        return int(info.get("size") or 0)
+
+    def read_bytes(self, rel: str) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self.abs(rel)))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise self._wrap(f"reading {rel}", exc) from exc
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write atomically: readers see the old object or the whole new one, never a prefix."""
+        target = self.abs(rel)
+        try:
+            if self.scheme == "file":
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)
+            else:
+                # A GCS object upload is atomic: it becomes visible only when complete.
+                self.fs.pipe_file(target, data)
+        except Exception as exc:
+            raise self._wrap(f"writing {rel}", exc) from exc
+
+    def put_file(self, local: str, rel: str) -> None:
+        target = self.abs(rel)
+        try:
+            if self.scheme == "file":
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                tmp = f"{target}.tmp-{uuid.uuid4().hex}"
+                self.fs.put_file(local, tmp)
+                os.replace(tmp, target)
+            else:
+                self.fs.put_file(local, target)
+        except Exception as exc:
+            raise self._wrap(f"uploading {rel}", exc) from exc
+
+    def get_file(self, rel: str, local: str) -> None:
+        try:
+            self.fs.get_file(self.abs(rel), local)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:
+            raise self._wrap(f"downloading {rel}", exc) from exc
+
+    def delete_many(self, rels: Iterable[str]) -> list[tuple[str, str]]:
+        """Delete objects; returns (rel, error) for each that failed, and never raises for one object."""
+        failures: list[tuple[str, str]] = []
+        for rel in rels:
+            try:
+                self.fs.rm_file(self.abs(rel))
+            except FileNotFoundError:
+                pass
+            except Exception as exc:
+                failures.append((rel, f"{type(exc).__name__}: {exc}"))
+        return failures
+
+    def list_prefix(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(relative path, info) of every file under a prefix; raises StoreUnreachable on listing errors."""
+        base = self.abs(rel_prefix)
+        try:
+            if not self.fs.exists(base):
+                return
+            found = self.fs.find(base, detail=True)
+        except Exception as exc:
+            raise self._wrap(f"listing {rel_prefix}", exc) from exc
+        for path, info in sorted(found.items()):
+            rel = path[len(self.root) + 1 :] if path.startswith(self.root + "/") else path
+            if ".tmp-" in posixpath.basename(rel):
+                continue
+            yield rel, info
+
+    def list_objects(self) -> Iterator[ObjectInfo]:
+        """Every DVC object in the store (files/md5/xx/yyyy[.dir])."""
+        for rel, info in self.list_prefix("files/md5"):
+            parts = rel.split("/")
+            if len(parts) != 4 or len(parts[2]) != 2:
+                continue
+            yield ObjectInfo(md5=parts[2] + parts[3], size=int(info.get("size") or 0), mtime=_mtime(info))
+
+
+def _probe_tcp(endpoint: str, timeout: float = 5.0) -> None:
+    """Connect once: gcsfs retries a dead endpoint with back-off for over a minute before it says so."""
+    import socket
+
+    parsed = urlparse(endpoint)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    with socket.create_connection((parsed.hostname or "127.0.0.1", port), timeout=timeout):
+        pass
+
+
+def _mtime(info: dict[str, Any]) -> float | None:
+    for key in ("mtime", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if isinstance(value, int | float):
+            return float(value)
+        try:
+            from datetime import datetime
+
+            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            continue
+    updated = info.get("updated")
+    if updated:
+        from datetime import datetime
+
+        try:
+            return datetime.fromisoformat(str(updated).replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return None
+    return None
