@@ -1,0 +1,186 @@
+"""The `terrasnap` command: thin click wrappers around library functions (docs/contracts.md)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from terrasnap import __version__
+from terrasnap.engine.errors import TerrasnapError, UsageError
+
+RESULT_LIMIT = 4096  # a pod's termination message is cut at 4096 bytes
+
+
+def compact_result(doc: dict[str, Any]) -> str:
+    """The result as JSON of at most 4 KB: long messages are shortened, never the identifiers."""
+    text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    if len(text.encode()) <= RESULT_LIMIT:
+        return text
+    doc = json.loads(text)
+    doc.pop("stats", None)
+    err = doc.get("error")
+    if isinstance(err, dict):
+        msg = str(err.get("message", ""))
+        while len(json.dumps(doc, separators=(",", ":")).encode()) > RESULT_LIMIT and msg:
+            msg = msg[: max(0, len(msg) - 256)]
+            err["message"] = msg + "…"
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True)[:RESULT_LIMIT]
+
+
+def _write_result(path: str | None, doc: dict[str, Any]) -> None:
+    if not path:
+        return
+    text = compact_result(doc)
+    try:
+        Path(path).write_text(text)
+    except OSError as exc:
+        click.echo(f"terrasnap: cannot write result file {path}: {exc}", err=True)
+
+
+def _policy(target_crs: str, invalid_geometry: str, missing_crs: str) -> Any:
+    from terrasnap.engine.validate.policy import Policy
+
+    try:
+        return Policy(target_crs=target_crs, invalid_geometry=invalid_geometry, missing_crs=missing_crs)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--missing-crs", default="reject", show_default=True,
+                     help="reject, or assume:EPSG:XXXX for layers without a CRS")(f)
+    f = click.option("--invalid-geometry", default="reject", show_default=True,
+                     type=click.Choice(["reject", "repair", "skip"]))(f)
+    f = click.option("--target-crs", default="EPSG:4326", show_default=True)(f)
+    return f
+
+
+def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
+    """Run an engine call, map errors to the exit-code contract, always write the result file."""
+    try:
+        result = fn()
+    except TerrasnapError as exc:
+        click.echo(f"terrasnap: error: {exc.reason}: {exc.message}", err=True)
+        _write_result(result_file, {"ok": False, "error": {"reason": exc.reason, "message": exc.message}})
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # the contract promises a result document even for bugs
+        msg = f"{type(exc).__name__}: {exc}"
+        click.echo(f"terrasnap: internal error: {msg}", err=True)
+        _write_result(result_file, {"ok": False, "error": {"reason": "InternalError", "message": msg}})
+        sys.exit(3)
+    _write_result(result_file, result)
+    click.echo(json.dumps(result, indent=1, sort_keys=True))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="terrasnap")
+def main() -> None:
+    """terrasnap: validated, content-addressed snapshots of geospatial training data."""
+
+
+@main.command()
+@click.argument("source")
+@click.option("--store", required=True, help="file:///path or gs://bucket/prefix")
+@click.option("--endpoint", default=None, help="store endpoint (emulators); also TERRASNAP_STORE_ENDPOINT")
+@click.option("--name", default=None, help="snapshot name (default: the source's last path part)")
+@click.option("--namespace", default="default", show_default=True)
+@policy_options
+@click.option("--result-file", default=None, help="write the JSON result here (≤ 4 KB), e.g. /dev/termination-log")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="keep the DVC project here between runs (re-snapshots then re-read nothing)")
+def snapshot(source: str, store: str, endpoint: str | None, name: str | None, namespace: str, target_crs: str,
+             invalid_geometry: str, missing_crs: str, result_file: str | None, workdir: Path | None) -> None:
+    """Validate SOURCE, snapshot it into STORE, and print the result."""
+
+    def go() -> dict[str, Any]:
+        from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
+
+        req = SnapshotRequest(source=source, store=store, endpoint=endpoint, name=name, namespace=namespace,
+                              policy=_policy(target_crs, invalid_geometry, missing_crs), workdir=workdir)
+        return run_snapshot(req)
+
+    _run(result_file, go)
+
+
+@main.command()
+@click.argument("source")
+@policy_options
+@click.option("--endpoint", default=None)
+@click.option("--report", "report_file", default=None, help="write the full JSON report here")
+def validate(source: str, target_crs: str, invalid_geometry: str, missing_crs: str, endpoint: str | None,
+             report_file: str | None) -> None:
+    """Validate SOURCE without pushing anything; exit 1 on errors (a CI gate for pull requests)."""
+
+    def go() -> dict[str, Any]:
+        from terrasnap.engine.stage import validate_source
+
+        return validate_source(source, _policy(target_crs, invalid_geometry, missing_crs), endpoint,
+                               Path(report_file) if report_file else None)
+
+    _run(None, go)
+
+
+@main.command()
+@click.argument("manifest_uri")
+@click.argument("dest", type=click.Path(path_type=Path))
+@click.option("--endpoint", default=None)
+@click.option("--role", type=click.Choice(["raw", "normalized"]), default=None, help="only these files")
+def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None) -> None:
+    """Download a snapshot's files by DVC address and verify every SHA-256 (no git, no DVC project)."""
+
+    def go() -> dict[str, Any]:
+        from terrasnap.engine.fetch import fetch as do_fetch
+
+        return do_fetch(manifest_uri, dest, endpoint, role)
+
+    _run(None, go)
+
+
+@main.command()
+@click.option("--store", required=True, help="a SnapshotStore name (in a cluster) or a store URL (with --root)")
+@click.option("--endpoint", default=None)
+@click.option("--root", "roots", multiple=True, help="manifest URI of a snapshot to keep (local mode)")
+@click.option("--dry-run", is_flag=True, help="decide and report, delete nothing")
+@click.option("--grace", default="24h", show_default=True, help="never delete objects younger than this")
+def gc(store: str, endpoint: str | None, roots: tuple[str, ...], dry_run: bool, grace: str) -> None:
+    """Delete store objects no live snapshot needs — and never one that any does."""
+    from terrasnap.engine import gc as gc_engine
+
+    sys.exit(gc_engine.gc_command(store, endpoint, list(roots), dry_run, grace))
+
+
+@main.group(hidden=True)
+def stage() -> None:
+    """Commands DVC stages run (see the project's dvc.yaml)."""
+
+
+@stage.command("validate")
+@click.option("--policy", "policy_file", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--report", "report_file", required=True, type=click.Path(path_type=Path))
+@click.argument("raw", type=click.Path(path_type=Path, exists=True))
+@click.argument("out", type=click.Path(path_type=Path))
+def stage_validate(policy_file: Path, report_file: Path, raw: Path, out: Path) -> None:
+    """Validate RAW, write normalized GeoParquet to OUT and the report; exit 1 if rejected."""
+    from terrasnap.engine.stage import run_stage
+
+    sys.exit(run_stage(policy_file, report_file, raw, out))
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.pass_context
+def operator(ctx: click.Context) -> None:
+    """Run the operator against the current kubeconfig (kopf)."""
+    from terrasnap.controller.run import main as run_operator
+
+    sys.exit(run_operator(list(ctx.args)))
+
+
+if __name__ == "__main__":
+    main()

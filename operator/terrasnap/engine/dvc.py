@@ -1,0 +1,126 @@
+"""DVC, driven through its own command line: a project made on the fly, `dvc add`, `dvc repro`, `dvc push`.
+
+The command line, not DVC's Python internals, because that is what users run by hand and what the
+store must stay compatible with; the `.dir` objects are read from DVC's cache to list what was tracked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from terrasnap.engine.errors import DVCError, StoreUnreachable
+from terrasnap.engine.store import Store
+
+REMOTE = "store"
+
+
+def dvc_env(workdir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    bindir = str(Path(sys.executable).parent)
+    env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # stage commands call `terrasnap` by name
+    env.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    env["DVC_NO_ANALYTICS"] = "1"
+    # Pods have a read-only root filesystem: keep every DVC side file inside the workdir.
+    env["DVC_SITE_CACHE_DIR"] = str(workdir / ".dvc-site")
+    env.setdefault("XDG_CACHE_HOME", str(workdir / ".cache"))
+    env.setdefault("XDG_CONFIG_HOME", str(workdir / ".config"))
+    return env
+
+
+def run(workdir: Path, *args: str, error: type[Exception] = DVCError, what: str | None = None) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=workdir, env=dvc_env(workdir), capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        tail = " ".join((proc.stderr or proc.stdout).strip().splitlines()[-4:])
+        raise error(f"dvc {what or args[0]} failed in {workdir}: {tail}")
+    return proc.stdout
+
+
+def init_project(workdir: Path, store: Store) -> None:
+    """A DVC project (no git) whose default remote is the store, configured only from non-secret settings."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / ".dvc").is_dir():
+        run(workdir, "init", "--no-scm", "-q")
+        run(workdir, "config", "core.analytics", "false")
+    remote_url = store.root if store.scheme == "file" else store.url
+    run(workdir, "remote", "add", "-f", "-d", REMOTE, remote_url)
+    if store.scheme == "gs":
+        if store.endpoint:
+            run(workdir, "remote", "modify", REMOTE, "endpointurl", store.endpoint)
+            run(workdir, "remote", "modify", REMOTE, "allow_anonymous_login", "true")
+        creds = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+        if creds and not store.endpoint:
+            # The path to the mounted Secret goes into the config, never its contents.
+            run(workdir, "remote", "modify", "--local", REMOTE, "credentialpath", creds)
+
+
+def add(workdir: Path, target: str) -> None:
+    run(workdir, "add", "-q", target)
+
+
+def repro(workdir: Path) -> None:
+    run(workdir, "repro", "-q")
+
+
+def push(workdir: Path, jobs: int | None = None) -> None:
+    args = ["push", "-q", "-r", REMOTE]
+    if jobs:
+        args += ["-j", str(jobs)]
+    run(workdir, *args, error=StoreUnreachable, what="push")
+
+
+@dataclass(frozen=True)
+class TrackedDir:
+    path: str  # the tracked output, e.g. "raw" or "normalized"
+    md5: str  # "<hex>.dir"
+    size: int
+    nfiles: int
+    entries: dict[str, str]  # relpath -> md5
+
+
+def _cache_object(workdir: Path, md5: str) -> Path:
+    return workdir / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def read_dir_object(workdir: Path, md5: str) -> dict[str, str]:
+    data = json.loads(_cache_object(workdir, md5).read_text())
+    return {item["relpath"]: item["md5"] for item in data}
+
+
+def _tracked(workdir: Path, out: dict[str, Any]) -> TrackedDir:
+    md5 = out["md5"]
+    entries = read_dir_object(workdir, md5) if md5.endswith(".dir") else {}
+    return TrackedDir(out["path"], md5, int(out.get("size", 0)), int(out.get("nfiles", 1)), entries)
+
+
+def tracked_outputs(workdir: Path) -> list[TrackedDir]:
+    """Every output DVC tracks in the project: `*.dvc` files and the outs in `dvc.lock`."""
+    outs: list[TrackedDir] = []
+    for dvcfile in sorted(workdir.glob("*.dvc")):
+        for out in yaml.safe_load(dvcfile.read_text()).get("outs", []):
+            outs.append(_tracked(workdir, out))
+    lock = workdir / "dvc.lock"
+    if lock.exists():
+        for stage in (yaml.safe_load(lock.read_text()).get("stages") or {}).values():
+            for out in stage.get("outs", []):
+                if out.get("md5"):
+                    outs.append(_tracked(workdir, out))
+    return outs
+
+
+def referenced_objects(outs: list[TrackedDir]) -> list[str]:
+    """Every remote object a pull of these outputs needs, `.dir` objects included (sorted, unique)."""
+    objs: set[str] = set()
+    for out in outs:
+        objs.add(out.md5)
+        objs.update(out.entries.values())
+    return sorted(objs)

@@ -1,0 +1,94 @@
+"""Scan a source tree: classify every file, refuse symlinks that leave it, order paths canonically."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from terrasnap.engine.errors import SourceUnavailable, ValidationFailed
+
+VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".geoparquet", ".parquet")
+RASTER_SUFFIXES = (".tif", ".tiff")
+# Side files of a shapefile are part of the layer, not opaque assets of their own.
+SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
+IGNORED_DIRS = {".git", ".dvc"}
+IGNORED_FILES = {".gitignore", ".dvcignore"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    rel: str  # posix path relative to the source root
+    kind: str  # vector | raster | other
+    size: int
+
+
+def classify(rel: str) -> str:
+    lower = rel.lower()
+    if lower.endswith(RASTER_SUFFIXES):
+        return "raster"
+    if lower.endswith(VECTOR_SUFFIXES):
+        # A plain .json is a vector layer only when it says it is GeoJSON; checked cheaply from its head.
+        return "vector"
+    return "other"
+
+
+def _looks_like_geojson(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return b'"type"' in head and (b"FeatureCollection" in head or b"Feature" in head or b"coordinates" in head)
+
+
+def scan(root: Path) -> list[Entry]:
+    """Every regular file under `root`, sorted by path (bytewise), so scanning order never matters."""
+    if not root.is_dir():
+        raise SourceUnavailable(f"source {root}: not a directory")
+    real_root = root.resolve()
+    entries: list[Entry] = []
+    escapes: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
+        here = Path(dirpath)
+        for name in list(dirnames):
+            p = here / name
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(real_root):
+                    escapes.append(f"{p.relative_to(root).as_posix()} -> {os.readlink(p)}")
+                dirnames.remove(name)  # never walk into linked directories: their files would count twice
+        for name in filenames:
+            if name in IGNORED_FILES:
+                continue
+            p = here / name
+            rel = p.relative_to(root).as_posix()
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(real_root):
+                    escapes.append(f"{rel} -> {os.readlink(p)}")
+                    continue
+                if not target.is_file():
+                    continue
+            elif not p.is_file():
+                continue
+            kind = classify(rel)
+            if kind == "vector" and rel.lower().endswith(".json") and not _looks_like_geojson(p):
+                kind = "other"
+            entries.append(Entry(rel=rel, kind=kind, size=p.stat().st_size))
+    if escapes:
+        raise ValidationFailed(
+            "symlinks leave the source (refused, nothing pushed): " + "; ".join(sorted(escapes)[:10])
+        )
+    entries.sort(key=lambda e: e.rel.encode())
+    if not entries:
+        raise ValidationFailed(f"source {root}: no files to snapshot")
+    return entries
+
+
+def layer_files(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
+    """(vector layers, rasters): shapefile side files are read through their .shp and are not layers."""
+    vectors = [e for e in entries if e.kind == "vector"]
+    rasters = [e for e in entries if e.kind == "raster"]
+    return vectors, rasters

@@ -1,0 +1,343 @@
+"""`terrasnap snapshot`: source → validate + normalize (a DVC stage) → hash → push → verify → manifest.
+
+Order matters for safety: nothing reaches the store before validation passed, objects are registered as
+in-flight before they are pushed (GC protocol), and manifest.parquet — the mark of a published snapshot —
+is written last, after every object it names has been verified in the store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from terrasnap import __version__
+from terrasnap.engine import dvc, refs
+from terrasnap.engine.errors import DVCError, ValidationFailed, VerifyFailed
+from terrasnap.engine.hashing import HashCache, hash_many
+from terrasnap.engine.manifest import (
+    FileRow,
+    manifest_bytes,
+    snapshot_id,
+    stac_collection,
+    union_bbox,
+)
+from terrasnap.engine.scan import Entry, scan
+from terrasnap.engine.source import Materialized, materialize, parse_source
+from terrasnap.engine.stage import STAGE_NAME, load_report, stage_command
+from terrasnap.engine.store import Store
+from terrasnap.engine.validate.policy import Policy
+
+Progress = Callable[[str], None]
+
+
+def stderr_progress(msg: str) -> None:
+    print(f"terrasnap: {msg}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class SnapshotRequest:
+    source: str
+    store: str
+    endpoint: str | None = None
+    name: str | None = None
+    namespace: str = "default"
+    policy: Policy = field(default_factory=Policy)
+    workdir: Path | None = None
+
+
+@dataclass
+class Summary:
+    files: int = 0
+    features: int = 0
+    rasters: int = 0
+    bytes: int = 0
+    repaired: int = 0
+    rejected: int = 0
+    warnings: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Stats:
+    """What the run cost: reported in metadata.json and by the benchmark."""
+
+    bytes_hashed: int = 0
+    hash_cache_hits: int = 0
+    pushed: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def default_name(source: str) -> str:
+    base = source.rstrip("/").split("#")[0].split("@")[0].rstrip("/").rsplit("/", 1)[-1]
+    base = base.removesuffix(".git").lower()
+    cleaned = "".join(c if c.isalnum() or c == "-" else "-" for c in base).strip("-")
+    return cleaned or "snapshot"
+
+
+def _link_tree(entries: list[Entry], src_root: Path, dest: Path) -> None:
+    """Mirror the source into the DVC workspace: hard links where possible (no copy), else copies.
+
+    DVC's default cache type copies into its cache, so the caller's files are never chmod-ed or moved.
+    """
+    wanted = {e.rel for e in entries}
+    if dest.exists():
+        for path in sorted(dest.rglob("*"), reverse=True):
+            rel = path.relative_to(dest).as_posix()
+            if path.is_file() and rel not in wanted:
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+    for e in entries:
+        src = (src_root / e.rel).resolve()
+        target = dest / e.rel
+        if target.exists():
+            s, t = src.stat(), target.stat()
+            if (s.st_ino == t.st_ino and s.st_dev == t.st_dev) or (
+                s.st_size == t.st_size and s.st_mtime_ns == t.st_mtime_ns
+            ):
+                continue
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, target)
+        except OSError:
+            shutil.copy2(src, target)
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+
+
+def _pipeline_of(mat: Materialized) -> tuple[dict[str, Any], dict[str, str]]:
+    """The source's own DVC pipeline, reproduced in the sandbox; returns (identity, files to upload)."""
+    own = mat.root / "dvc.yaml"
+    if not own.exists():
+        return {}, {}
+    dvc.run(mat.root, "repro", "-q", what="repro (the source's own dvc.yaml)")
+    files = {"source-dvc.yaml": own.read_text()}
+    lock = mat.root / "dvc.lock"
+    if lock.exists():
+        files["source-dvc.lock"] = lock.read_text()
+    return {"dvc.yaml": yaml.safe_load(files["source-dvc.yaml"])}, files
+
+
+def _verify(store: Store, expected: dict[str, int | None]) -> None:
+    """Every object exists with the size DVC recorded — DVC's own push does not check (dvc #10498, #11011)."""
+    missing: list[str] = []
+    wrong: list[str] = []
+    for md5, size in sorted(expected.items()):
+        actual = store.size(Store.object_rel(md5))
+        if actual is None:
+            missing.append(md5)
+        elif size is not None and actual != size:
+            wrong.append(f"{md5} ({actual} bytes, expected {size})")
+    if missing or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} object(s) missing: {', '.join(missing[:5])}")
+        if wrong:
+            parts.append(f"{len(wrong)} with the wrong size: {', '.join(wrong[:5])}")
+        raise VerifyFailed(f"store {store.url}: after push, " + "; ".join(parts))
+
+
+def _object_sizes(project: Path, objects: list[str]) -> dict[str, int | None]:
+    sizes: dict[str, int | None] = {}
+    for md5 in objects:
+        cached = project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        sizes[md5] = cached.stat().st_size if cached.exists() else None
+    return sizes
+
+
+def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> dict[str, Any]:
+    """Make (or find) the snapshot; returns the result document of docs/contracts.md. Raises TerrasnapError."""
+    t0 = time.monotonic()
+    stats = Stats()
+    name = req.name or default_name(req.source)
+    spec = parse_source(req.source)
+    store = Store.from_url(req.store, req.endpoint)
+    progress(f"checking store {store.url}")
+    store.check_reachable()
+
+    tmp: tempfile.TemporaryDirectory[str] | None = None
+    if req.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="terrasnap-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = req.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        progress(f"fetching source {spec.describe()['uri']}")
+        mat = materialize(spec, workdir, req.endpoint)
+        pipeline, pipeline_files = _pipeline_of(mat)
+        entries = scan(mat.root)
+        progress(f"scanned {len(entries)} file(s), {sum(e.size for e in entries)} bytes")
+
+        project = workdir / "project"
+        dvc.init_project(project, store)
+        _link_tree(entries, mat.root, project / "raw")
+        _write_if_changed(project / "policy.json", json.dumps(req.policy.to_dict(), sort_keys=True, indent=1) + "\n")
+        _write_if_changed(project / "dvc.yaml", yaml.safe_dump(stage_command(), sort_keys=False))
+        stats.seconds["prepare"] = time.monotonic() - t0
+
+        t = time.monotonic()
+        progress("dvc add raw (hashing the inputs)")
+        dvc.add(project, "raw")
+        progress("dvc repro (validate + normalize)")
+        try:
+            dvc.repro(project)
+        except DVCError as exc:
+            report = load_report(project)
+            if report is not None and not report.get("ok", True):
+                raise ValidationFailed(_rejection_message(report)) from None
+            raise exc
+        report = load_report(project)
+        if report is None:
+            raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
+        stats.seconds["validate"] = time.monotonic() - t
+
+        t = time.monotonic()
+        progress("hashing (sha256 + md5)")
+        rows = _hash_rows(project, report, stats, workdir)
+        stats.seconds["hash"] = time.monotonic() - t
+
+        outs = dvc.tracked_outputs(project)
+        _check_md5_agree(rows, outs)
+        objects = dvc.referenced_objects(outs)
+        sid = snapshot_id(rows, req.policy.to_dict(), pipeline)
+        hexid = sid.split(":", 1)[1]
+        folder = Store.manifest_rel(req.namespace, name, hexid)
+
+        t = time.monotonic()
+        sizes = _object_sizes(project, objects)
+        with refs.inflight(store, objects, owner=f"{req.namespace}/{name}") as reg:
+            progress(f"dvc push to {store.url} ({len(objects)} object(s))")
+            dvc.push(project)
+            progress("verifying every object in the store")
+            reg.confirm(lambda: _verify(store, sizes))
+            stats.seconds["push+verify"] = time.monotonic() - t
+            summary = _summary(rows, report)
+            created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+            uris = {k: store.uri(f"{folder}/{f}") for k, f in (
+                ("manifest", "manifest.parquet"), ("metadata", "metadata.json"),
+                ("lock", "dvc.lock"), ("stac", "collection.json"))}
+            if store.exists(f"{folder}/manifest.parquet"):
+                progress(f"snapshot {sid} is already published; nothing to write")
+            else:
+                _publish(store, folder, project, rows, report, sid, req, name, mat, objects, summary,
+                         created, uris, pipeline_files, stats)
+        stats.seconds["total"] = time.monotonic() - t0
+        progress(f"done: {sid} in {stats.seconds['total']:.1f}s")
+        return {
+            "ok": True,
+            "snapshotID": sid,
+            **uris,
+            "source": {"commit": mat.commit},
+            "summary": summary.to_dict(),
+            "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits},
+        }
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _rejection_message(report: dict[str, Any]) -> str:
+    errors = [f for f in report.get("findings", []) if f.get("severity") == "error"]
+    total = sum(int(f.get("count", 1)) for f in errors)
+    head = "; ".join(f["message"] for f in errors[:3])
+    more = f" (+{len(errors) - 3} more finding(s))" if len(errors) > 3 else ""
+    return f"validation rejected the data ({total} error(s); nothing pushed): {head}{more}"
+
+
+def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, workdir: Path) -> list[FileRow]:
+    files: list[tuple[str, str, Path]] = []  # (manifest path, role, local path)
+    for role in ("raw", "normalized"):
+        base = project / role
+        if base.is_dir():
+            for p in sorted(base.rglob("*")):
+                if p.is_file():
+                    files.append((p.relative_to(project).as_posix(), role, p))
+    cache = HashCache(workdir / ".terrasnap" / "hashes.json")
+    hashes = hash_many([p for _, _, p in files], cache)
+    cache.save()
+    stats.bytes_hashed += cache.bytes_read
+    stats.hash_cache_hits += cache.hits
+    props: dict[str, dict[str, Any]] = report.get("files", {})
+    rows = []
+    for (path, role, _), h in zip(files, hashes, strict=True):
+        p = props.get(path, {})
+        rows.append(FileRow(path=path, role=role, kind=p.get("kind", "other"), size=h.size,
+                            sha256=h.sha256, md5=h.md5, props=p))
+    return rows
+
+
+def _check_md5_agree(rows: list[FileRow], outs: list[dvc.TrackedDir]) -> None:
+    """Our md5 must equal DVC's for every file: the manifest's addresses are what `dvc pull` fetches."""
+    dvc_md5 = {f"{o.path}/{rel}": md5 for o in outs for rel, md5 in o.entries.items()}
+    bad = [r.path for r in rows if dvc_md5.get(r.path) not in (None, r.md5)]
+    untracked = [r.path for r in rows if r.path not in dvc_md5]
+    if bad or untracked:
+        raise DVCError(f"DVC and terrasnap disagree on files: changed {bad[:5]}, untracked {untracked[:5]}")
+
+
+def _summary(rows: list[FileRow], report: dict[str, Any]) -> Summary:
+    counts = report.get("summary", {})
+    return Summary(
+        files=len(rows),
+        features=int(counts.get("features", 0)),
+        rasters=sum(1 for r in rows if r.role == "raw" and r.kind == "raster"),
+        bytes=sum(r.size for r in rows),
+        repaired=int(counts.get("repaired", 0)),
+        rejected=int(counts.get("rejected", 0)),
+        warnings=int(counts.get("warnings", 0)),
+    )
+
+
+def _publish(store: Store, folder: str, project: Path, rows: list[FileRow], report: dict[str, Any], sid: str,
+             req: SnapshotRequest, name: str, mat: Materialized, objects: list[str], summary: Summary,
+             created: str, uris: dict[str, str], pipeline_files: dict[str, str], stats: Stats) -> None:
+    import dvc as dvc_pkg
+    import rasterio
+
+    metadata = {
+        "snapshotID": sid,
+        "name": name,
+        "namespace": req.namespace,
+        "source": {**mat.spec.describe(), "commit": mat.commit, "subdirectory": mat.spec.subdirectory or None},
+        "store": store.url,
+        "policy": req.policy.to_dict(),
+        "summary": summary.to_dict(),
+        "created": created,
+        "versions": {"terrasnap": __version__, "dvc": dvc_pkg.__version__, "gdal": rasterio.__gdal_version__,
+                     "rasterio": rasterio.__version__},
+        "objects": objects,
+        "manifest": uris["manifest"],
+    }
+    bbox = union_bbox([r.props.get("bbox") or [] for r in rows if r.role == "normalized"])
+    stac = stac_collection(sid, name, req.namespace, bbox, created, uris["manifest"], uris["metadata"])
+    uploads: dict[str, bytes] = {
+        "metadata.json": json.dumps(metadata, indent=1, sort_keys=True).encode(),
+        "dvc.lock": (project / "dvc.lock").read_bytes(),
+        "dvc.yaml": (project / "dvc.yaml").read_bytes(),
+        "raw.dvc": (project / "raw.dvc").read_bytes(),
+        "report.json": json.dumps(report, indent=1, sort_keys=True).encode(),
+        "collection.json": json.dumps(stac, indent=1, sort_keys=True).encode(),
+        **{k: v.encode() for k, v in pipeline_files.items()},
+    }
+    for fname, data in uploads.items():
+        store.write_bytes(f"{folder}/{fname}", data)
+    # Last: a manifest.parquet in the store means every object and side file above is there.
+    store.write_bytes(f"{folder}/manifest.parquet", manifest_bytes(rows, sid))

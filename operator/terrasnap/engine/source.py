@@ -1,0 +1,148 @@
+"""Sources: a local directory, a bucket prefix, or a git repository in pip's `git+URL@REV#subdirectory=P` form.
+
+Each is materialized as a local directory; git sources also resolve the exact commit that was used.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+from terrasnap.engine.errors import GitError, SourceUnavailable, UsageError
+
+
+@dataclass
+class SourceSpec:
+    kind: str  # local | bucket | git
+    raw: str
+    path: str = ""  # local path, bucket URL, or git URL
+    revision: str | None = None
+    subdirectory: str = ""
+
+    def describe(self) -> dict[str, object]:
+        return {"kind": self.kind, "uri": self.raw if self.kind != "local" else os.path.abspath(self.path)}
+
+
+@dataclass
+class Materialized:
+    root: Path
+    spec: SourceSpec
+    commit: str | None = None
+    meta: dict[str, object] = field(default_factory=dict)
+
+
+def parse_source(text: str) -> SourceSpec:
+    if text.startswith("git+"):
+        rest = text[4:]
+        rest, _, fragment = rest.partition("#")
+        sub = ""
+        if fragment:
+            params = parse_qs(fragment)
+            sub = (params.get("subdirectory") or [""])[0]
+        url, rev = rest, None
+        at = rest.rfind("@")
+        if at > rest.rfind("/"):
+            url, rev = rest[:at], rest[at + 1 :] or None
+        if urlparse(url).scheme not in ("file", "https", "http", "ssh"):
+            raise UsageError(f"source {text!r}: git URL must be file://, https:// or ssh://")
+        if ".." in Path(sub).parts or sub.startswith("/"):
+            raise UsageError(f"source {text!r}: subdirectory must be a relative path inside the repository")
+        return SourceSpec("git", text, url, rev, sub.strip("/"))
+    scheme = urlparse(text).scheme
+    if scheme in ("gs", "s3"):
+        if scheme != "gs":
+            raise UsageError(f"source {text!r}: only gs:// bucket sources are supported so far")
+        return SourceSpec("bucket", text, text)
+    if scheme and scheme != "file":
+        raise UsageError(f"source {text!r}: expected a directory, gs://bucket/prefix/ or git+URL@REV")
+    path = urlparse(text).path if scheme == "file" else text
+    return SourceSpec("local", text, path)
+
+
+def _redact(text: str) -> str:
+    token = os.environ.get("TERRASNAP_GIT_TOKEN")
+    return text.replace(token, "***") if token else text
+
+
+def _git(args: list[str], cwd: Path | None = None) -> str:
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true")
+    token = env.get("TERRASNAP_GIT_TOKEN")
+    if token:
+        # Passed as config through the environment: never on a command line, in a URL or in .git/config.
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
+                   GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
+    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        msg = (proc.stderr or proc.stdout).strip().splitlines()
+        raise GitError(_redact(f"git {args[0]} failed: {' '.join(msg[-3:])}"))
+    return proc.stdout.strip()
+
+
+def _materialize_git(spec: SourceSpec, dest: Path) -> Materialized:
+    if dest.exists():
+        import shutil
+
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    _git(["init", "-q", str(dest)])
+    _git(["remote", "add", "origin", spec.path], cwd=dest)
+    rev = spec.revision or "HEAD"
+    try:
+        _git(["fetch", "-q", "--depth", "1", "origin", rev], cwd=dest)
+    except GitError:
+        # Servers without uploadpack.allowReachableSHA1InWant refuse a bare commit by depth; fetch all.
+        try:
+            _git(["fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"], cwd=dest)
+        except GitError as exc:
+            raise GitError(f"source {_redact(spec.raw)}: cannot fetch: {exc.message}") from exc
+        try:
+            commit = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=dest)
+        except GitError:
+            commit = ""
+        if not commit:
+            raise GitError(f"source {_redact(spec.raw)}: revision {rev!r} does not exist") from None
+        _git(["checkout", "-q", commit], cwd=dest)
+    else:
+        _git(["checkout", "-q", "FETCH_HEAD"], cwd=dest)
+        commit = _git(["rev-parse", "HEAD"], cwd=dest)
+    root = dest / spec.subdirectory if spec.subdirectory else dest
+    if not root.is_dir():
+        raise SourceUnavailable(f"source {_redact(spec.raw)}: subdirectory {spec.subdirectory!r} not found at {commit[:12]}")
+    return Materialized(root=root, spec=spec, commit=commit, meta={"revision": rev})
+
+
+def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> Materialized:
+    from terrasnap.engine.store import Store
+
+    try:
+        src = Store.from_url(spec.path.rstrip("/"), endpoint)
+        src.check_reachable()
+        files = list(src.list_prefix(""))
+    except Exception as exc:
+        raise SourceUnavailable(f"source {spec.raw}: {getattr(exc, 'message', exc)}") from exc
+    if not files:
+        raise SourceUnavailable(f"source {spec.raw}: no objects under this prefix")
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel, info in files:
+        local = dest / rel
+        if local.exists() and local.stat().st_size == int(info.get("size") or -1):
+            continue  # already fetched into a persistent workdir
+        local.parent.mkdir(parents=True, exist_ok=True)
+        src.get_file(rel, str(local))
+    return Materialized(root=dest, spec=spec)
+
+
+def materialize(spec: SourceSpec, workdir: Path, endpoint: str | None = None) -> Materialized:
+    if spec.kind == "local":
+        root = Path(spec.path)
+        if not root.is_dir():
+            raise SourceUnavailable(f"source {spec.raw}: no such directory")
+        return Materialized(root=root, spec=spec)
+    if spec.kind == "git":
+        return _materialize_git(spec, workdir / "checkout")
+    return _materialize_bucket(spec, workdir / "bucket", endpoint)
