@@ -1,0 +1,146 @@
+"""Normalized output: one GeoParquet 1.1 file per vector layer, written batch by batch.
+
+The file must be byte-identical for the same input and policy (it is content-addressed), so every
+writer setting is fixed, nothing time-dependent is written, and the `geo` metadata is canonical JSON.
+Geometry is WKB in the target CRS (x = easting/longitude, as GeoParquet requires), plus a `bbox`
+struct column declared as the covering, so readers can filter row groups without parsing WKB.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import shapely
+from pyproj import CRS
+
+GEOPARQUET_VERSION = "1.1.0"
+GEOMETRY_COLUMN = "geometry"
+BBOX_COLUMN = "bbox"
+_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LineString", 3: "Polygon", 4: "MultiPoint",
+               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
+# Fixed writer settings: changing any of them changes every snapshot's bytes (and ids).
+WRITER_OPTIONS: dict[str, Any] = {
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "version": "2.6",
+    "data_page_version": "1.0",
+    "write_page_index": False,
+    "store_schema": True,
+}
+BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+
+
+def normalized_relpath(rel_path: str, layer: str | None = None, layers: int = 1) -> str:
+    """Where a layer's GeoParquet goes, relative to the normalized root: 'labels/a.geojson' ->
+    'labels/a.geojson.parquet'; a multi-layer file gets one file per layer:
+    'x/b.gpkg' layer 'roads' -> 'x/b.gpkg.roads.parquet'. Keeping the source extension keeps
+    'a.geojson' and 'a.gpkg' apart."""
+    if layers > 1 and layer is not None:
+        return f"{rel_path}.{safe_layer_name(layer)}.parquet"
+    return f"{rel_path}.parquet"
+
+
+def safe_layer_name(layer: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", layer) or "_"
+
+
+def geo_metadata(crs: CRS, geometry_types: list[str], bbox: list[float] | None) -> dict[str, Any]:
+    column: dict[str, Any] = {
+        "encoding": "WKB",
+        "geometry_types": sorted(geometry_types),
+        "crs": crs.to_json_dict(),
+        "covering": {"bbox": {k: [BBOX_COLUMN, k] for k in ("xmin", "ymin", "xmax", "ymax")}},
+    }
+    if bbox is not None:
+        column["bbox"] = [float(v) for v in bbox]
+    return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY_COLUMN, "columns": {GEOMETRY_COLUMN: column}}
+
+
+def _attribute_name(name: str) -> str:
+    # Our own two columns win; a source attribute with the same name gets a trailing underscore.
+    while name in (GEOMETRY_COLUMN, BBOX_COLUMN):
+        name += "_"
+    return name
+
+
+class GeoParquetWriter:
+    """Streams batches into `<path>.partial`; `commit()` renames it into place, `abort()` removes it,
+    so a reader never sees a half-written or rejected layer."""
+
+    def __init__(self, path: str | os.PathLike[str], attributes: pa.Schema, crs: CRS) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.crs = crs
+        self._names = [f.name for f in attributes]
+        fields = [pa.field(_attribute_name(f.name), f.type, f.nullable) for f in attributes]
+        self.schema = pa.schema([*fields, pa.field(GEOMETRY_COLUMN, pa.binary()),
+                                 pa.field(BBOX_COLUMN, BBOX_TYPE)])
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.partial, self.schema, **WRITER_OPTIONS)
+        self._types: set[str] = set()
+        self._bbox: list[float] | None = None
+        self.rows = 0
+
+    def write(self, attributes: pa.Table | pa.RecordBatch, geoms: np.ndarray) -> None:
+        """attributes: the kept rows' attribute columns (in the schema's order); geoms: their
+        shapely geometries in the target CRS, none missing or empty."""
+        if len(geoms) == 0:
+            return
+        assert self._writer is not None, "writer already closed"
+        type_ids = shapely.get_type_id(geoms)
+        has_z = shapely.has_z(geoms)
+        for t, z in set(zip(type_ids.tolist(), has_z.tolist(), strict=True)):
+            self._types.add(_TYPE_NAMES[t] + (" Z" if z else ""))
+        bounds = shapely.bounds(geoms)
+        b = [float(bounds[:, 0].min()), float(bounds[:, 1].min()), float(bounds[:, 2].max()),
+             float(bounds[:, 3].max())]
+        self._bbox = b if self._bbox is None else [min(self._bbox[0], b[0]), min(self._bbox[1], b[1]),
+                                                   max(self._bbox[2], b[2]), max(self._bbox[3], b[3])]
+        wkb = shapely.to_wkb(geoms, byte_order=1, flavor="iso", output_dimension=3)
+        bbox = pa.StructArray.from_arrays([pa.array(bounds[:, k], pa.float64()) for k in range(4)],
+                                          fields=list(BBOX_TYPE))
+        columns = [attributes.column(name) for name in self._names]
+        table = pa.Table.from_arrays([*columns, pa.array(wkb, pa.binary()), bbox], schema=self.schema)
+        self._writer.write_table(table, row_group_size=max(len(table), 1))
+        self.rows += len(table)
+
+    @property
+    def geometry_types(self) -> list[str]:
+        return sorted(self._types)
+
+    @property
+    def bbox(self) -> list[float] | None:
+        return self._bbox
+
+    def commit(self) -> Path:
+        assert self._writer is not None, "writer already closed"
+        meta = geo_metadata(self.crs, self.geometry_types, self._bbox)
+        self._writer.add_key_value_metadata({"geo": json.dumps(meta, sort_keys=True, separators=(",", ":"))})
+        self._writer.close()
+        self._writer = None
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            finally:
+                self._writer = None
+        self.partial.unlink(missing_ok=True)
+
+    def __enter__(self) -> GeoParquetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self.abort()

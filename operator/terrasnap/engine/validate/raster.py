@@ -1,0 +1,254 @@
+"""Raster checks from headers only (rasterio; pixels are never read), per file and across the set.
+
+Per file: CRS, a real geotransform, nodata, COG layout. Across files: one CRS, one pixel size, origins
+a whole number of pixels apart (so tiles/chips line up), consistent dtype and band count, and vector
+labels inside the union of the imagery footprints.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rasterio
+import shapely
+from pyproj import CRS, Transformer
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+from terrasnap.engine.validate.findings import Collector, Finding, Severity, count_map, sort_key
+from terrasnap.engine.validate.policy import Policy
+from terrasnap.engine.validate.rules import crs_is_same, fmt
+from terrasnap.engine.validate.vector import crs_fields
+
+RASTER_EXTENSIONS = (".tif", ".tiff", ".gtiff")
+GRID_TOLERANCE_PX = 1e-6
+_PIXEL_SIZE_RTOL = 1e-9
+_COG_MIN_SIZE = 512  # GDAL's COG driver makes no overviews below this size; none needed
+
+
+def is_raster_path(path: str | os.PathLike[str]) -> bool:
+    return os.fspath(path).lower().endswith(RASTER_EXTENSIONS)
+
+
+@dataclass
+class RasterInfo:
+    path: str
+    crs_wkt: str | None = None
+    crs_projjson: str | None = None
+    epsg: int | None = None
+    width: int = 0
+    height: int = 0
+    bands: int = 0
+    dtypes: list[str] = field(default_factory=list)
+    nodata: float | None = None
+    transform: list[float] | None = None  # GDAL order would differ: this is rasterio's a, b, c, d, e, f
+    block_shape: list[int] | None = None  # [rows, cols] of band 1
+    tiled: bool = False
+    overviews: list[int] = field(default_factory=list)
+    layout: str | None = None  # GDAL's IMAGE_STRUCTURE LAYOUT ("COG" for a file with the COG header)
+    cog: bool = False
+    driver: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+    kind: str = "raster"
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def dtype(self) -> str:
+        return ",".join(dict.fromkeys(self.dtypes))
+
+    @property
+    def crs(self) -> CRS | None:
+        return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
+
+    @property
+    def georeferenced(self) -> bool:
+        return self.crs_wkt is not None and self.transform is not None
+
+    def summary(self) -> dict[str, Any]:
+        """The manifest row's raster fields (contracts.md)."""
+        nodata = self.nodata
+        return {"crs_wkt": self.crs_wkt, "crs_projjson": self.crs_projjson, "epsg": self.epsg,
+                "width": self.width, "height": self.height, "bands": self.bands, "dtype": self.dtype,
+                "nodata": None if nodata is None else (str(nodata) if not math.isfinite(nodata) else nodata),
+                "transform": self.transform, "block_shape": self.block_shape, "cog": self.cog}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"path": self.path, "kind": self.kind, "ok": self.ok, "driver": self.driver,
+                "tiled": self.tiled, "overviews": self.overviews, "layout": self.layout,
+                "counts": count_map(self.findings), "summary": self.summary(),
+                "findings": [f.to_dict() for f in sorted(self.findings, key=sort_key)]}
+
+
+def _level_severity(level: str) -> Severity | None:
+    return {"error": "error", "warn": "warning"}.get(level)  # type: ignore[return-value]
+
+
+def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
+                   policy: Policy | None = None) -> RasterInfo:
+    """Read one raster's header and judge it alone. Never raises for bad data."""
+    policy = policy or Policy()
+    path = os.fspath(path)
+    rel = rel_path or os.path.basename(path)
+    info = RasterInfo(rel)
+    col = Collector(rel)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                info.driver = src.driver
+                info.width, info.height, info.bands = src.width, src.height, src.count
+                info.dtypes = list(src.dtypes)
+                info.nodata = None if src.nodata is None else float(src.nodata)
+                info.block_shape = [int(v) for v in src.block_shapes[0]] if src.count else None
+                info.tiled = bool(src.profile.get("tiled", False))
+                info.overviews = [int(v) for v in src.overviews(1)] if src.count else []
+                info.layout = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT")
+                crs = src.crs
+                t = src.transform
+                gcps, _ = src.gcps
+    except RasterioIOError as exc:
+        col.add("parse", "error", f"cannot open raster: {exc}")
+        info.findings = col.finish()
+        return info
+
+    if crs is None:
+        assumed = policy.assumed_crs
+        if assumed is None or gcps:
+            col.add("raster-crs-missing", "error", "raster has no CRS")
+        else:
+            col.add("raster-crs-missing", "warning", f"raster has no CRS; assuming {assumed} (policy missing_crs)")
+            info.crs_wkt, info.crs_projjson, info.epsg = crs_fields(CRS.from_user_input(assumed)).values()
+    else:
+        pcrs = CRS.from_wkt(crs.to_wkt())
+        f = crs_fields(pcrs)
+        info.crs_wkt, info.crs_projjson, info.epsg = f["crs_wkt"], f["crs_projjson"], f["epsg"]
+
+    if t.is_identity:
+        what = "georeferenced by GCPs only (no geotransform)" if gcps else "no geotransform (identity transform)"
+        col.add("raster-transform", "error", what)
+    elif t.a == 0 or t.e == 0:
+        col.add("raster-transform", "error", f"degenerate geotransform {tuple(t)[:6]}")
+    else:
+        info.transform = [float(v) for v in tuple(t)[:6]]
+        if t.b != 0 or t.d != 0:
+            col.add("raster-rotated", "warning", f"rotated/sheared geotransform (b={fmt(t.b)}, d={fmt(t.d)})")
+
+    sev = _level_severity(policy.require_nodata)
+    if sev and info.nodata is None:
+        col.add("raster-nodata", sev, "nodata is not set")
+
+    problems = []
+    if not info.tiled:
+        problems.append("not tiled")
+    if not info.overviews and max(info.width, info.height) > _COG_MIN_SIZE:
+        problems.append("no overviews")
+    if info.layout is not None and info.layout.upper() != "COG":
+        problems.append(f"layout {info.layout}")
+    info.cog = not problems
+    sev = _level_severity(policy.require_cog)
+    if sev and problems:
+        col.add("raster-cog", sev, f"not a Cloud-Optimized GeoTIFF: {', '.join(problems)}")
+    info.findings = col.finish()
+    return info
+
+
+# --- footprints -------------------------------------------------------------------------------------
+
+def raster_footprint(info: RasterInfo, target: CRS, densify: int = 21) -> Any:
+    """The raster's outline in `target`, edges densified so a reprojected footprint bends correctly."""
+    assert info.transform is not None and info.crs_wkt is not None
+    a, b, c, d, e, f = info.transform
+    s = np.linspace(0.0, 1.0, densify)
+    w, h = info.width, info.height
+    cols = np.concatenate([s * w, np.full(densify, w), (1 - s) * w, np.zeros(densify)])
+    rows = np.concatenate([np.zeros(densify), s * h, np.full(densify, h), (1 - s) * h])
+    xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
+    src = CRS.from_wkt(info.crs_wkt)
+    if not crs_is_same(src, target):
+        xs, ys = Transformer.from_crs(src, target, always_xy=True).transform(xs, ys)
+    return shapely.make_valid(shapely.Polygon(np.column_stack([xs, ys])))
+
+
+def footprint_union(infos: Sequence[RasterInfo], target: CRS) -> Any | None:
+    shapes = [raster_footprint(i, target) for i in infos if i.georeferenced]
+    return shapely.union_all(shapes) if shapes else None
+
+
+# --- the set ----------------------------------------------------------------------------------------
+
+def check_raster_set(infos: Sequence[RasterInfo], vector_bboxes: Mapping[str, Sequence[float]] | None = None,
+                     policy: Policy | None = None) -> list[Finding]:
+    """Rules across rasters (one grid) and between rasters and labels.
+
+    vector_bboxes: label file path -> bbox [xmin, ymin, xmax, ymax] in the policy's target CRS.
+    Compared in the target CRS. Files are taken in path order so the reference raster is stable.
+    """
+    policy = policy or Policy()
+    grid_sev: Severity = "error" if policy.require_same_grid else "warning"
+    out: list[Finding] = []
+    geo = sorted((i for i in infos if i.georeferenced), key=lambda i: i.path)
+
+    def add(rule: str, sev: Severity, path: str, what: str, count: int = 1) -> None:
+        out.append(Finding(rule, sev, path, f"{path}: {what} ({rule})", count))
+
+    if geo:
+        ref = geo[0]
+        ref_crs = CRS.from_wkt(ref.crs_wkt or "")
+        assert ref.transform is not None
+        ra, _, rc, _, re_, rf = ref.transform
+        for other in geo[1:]:
+            assert other.transform is not None
+            if not crs_is_same(CRS.from_wkt(other.crs_wkt or ""), ref_crs):
+                add("raster-grid", grid_sev, other.path,
+                    f"rasters not on one pixel grid: CRS {_crs_label(other)} differs from {ref.path}'s {_crs_label(ref)}")
+                continue
+            a, _, c, _, e, f = other.transform
+            if not (math.isclose(a, ra, rel_tol=_PIXEL_SIZE_RTOL) and math.isclose(e, re_, rel_tol=_PIXEL_SIZE_RTOL)):
+                add("raster-grid", grid_sev, other.path,
+                    f"rasters not on one pixel grid: pixel size {fmt(a)} x {fmt(abs(e))} differs from "
+                    f"{ref.path}'s {fmt(ra)} x {fmt(abs(re_))}")
+                continue
+            dx, dy = (c - rc) / ra, (f - rf) / re_
+            off_x, off_y = abs(dx - round(dx)), abs(dy - round(dy))
+            if max(off_x, off_y) > GRID_TOLERANCE_PX:
+                parts = [f"{fmt(v)} px in {axis}" for v, axis in ((off_x, "x"), (off_y, "y")) if v > GRID_TOLERANCE_PX]
+                add("raster-grid", grid_sev, other.path,
+                    f"rasters not on one pixel grid: origin is {' and '.join(parts)} off {ref.path}'s grid")
+    allr = sorted(infos, key=lambda i: i.path)
+    for attr, label in (("dtype", "dtype"), ("bands", "band count")):
+        values = {getattr(i, attr) for i in allr if i.bands}
+        if len(values) > 1:
+            first = next(i for i in allr if i.bands)
+            for i in allr:
+                if i.bands and getattr(i, attr) != getattr(first, attr):
+                    add("raster-consistency", "warning", i.path,
+                        f"{label} {getattr(i, attr)} differs from {first.path}'s {getattr(first, attr)}")
+
+    if vector_bboxes and geo:
+        target = policy.target
+        union = footprint_union(geo, target)
+        if union is not None:
+            shapely.prepare(union)
+            outside = [p for p, b in sorted(vector_bboxes.items())
+                       if b is not None and not shapely.covered_by(shapely.box(*b), union)]
+            for p in outside:
+                b = vector_bboxes[p]
+                add("footprint", "warning", p,
+                    f"labels extend outside the imagery footprint: bbox ({', '.join(fmt(v) for v in b)}) "
+                    f"is not within the union of {len(geo)} raster(s)")
+    return out
+
+
+def _crs_label(info: RasterInfo) -> str:
+    if info.epsg is not None:
+        return f"EPSG:{info.epsg}"
+    crs = info.crs
+    return crs.name if crs is not None else "none"

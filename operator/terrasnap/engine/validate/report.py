@@ -1,0 +1,131 @@
+"""`validate_paths`: validate (and normalize) a whole file set on a process pool, and the Report.
+
+Rasters go first: their headers are cheap, and their footprint (in the target CRS) is handed to
+every vector worker so labels outside the imagery are counted in the same single pass.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import shapely
+
+from terrasnap.engine.normalize import normalized_relpath
+from terrasnap.engine.validate.findings import Finding, count_map, sort_key
+from terrasnap.engine.validate.policy import Policy
+from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, footprint_union, inspect_raster
+from terrasnap.engine.validate.vector import VectorResult, check_vector_set, validate_vector
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class Report:
+    policy: Policy
+    vectors: list[VectorResult] = field(default_factory=list)
+    rasters: list[RasterInfo] = field(default_factory=list)
+    set_findings: list[Finding] = field(default_factory=list)  # across files
+
+    @property
+    def findings(self) -> list[Finding]:
+        out = [f for v in self.vectors for f in v.findings]
+        out += [f for r in self.rasters for f in r.findings]
+        return sorted(out + self.set_findings, key=sort_key)
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return count_map(self.findings)
+
+    def summary(self) -> dict[str, int]:
+        fs = self.findings
+        return {
+            "vectors": len(self.vectors),
+            "rasters": len(self.rasters),
+            "features": sum(la.features for v in self.vectors for la in v.layers),
+            "written": sum(la.written for v in self.vectors for la in v.layers),
+            "invalid": sum(la.invalid for v in self.vectors for la in v.layers),
+            "repaired": sum(la.repaired for v in self.vectors for la in v.layers),
+            "skipped": sum(la.skipped for v in self.vectors for la in v.layers),
+            "dropped": sum(la.null + la.empty + la.collapsed for v in self.vectors for la in v.layers),
+            "errors": sum(f.count for f in fs if f.severity == "error"),
+            "warnings": sum(f.count for f in fs if f.severity == "warning"),
+        }
+
+    def first_error(self) -> Finding | None:
+        return next((f for f in self.findings if f.severity == "error"), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serializable, deterministic ordering (files by path, findings errors first)."""
+        files = [v.to_dict() for v in self.vectors] + [r.to_dict() for r in self.rasters]
+        return {
+            "ok": self.ok,
+            "policy": self.policy.to_dict(),
+            "summary": self.summary(),
+            "counts": self.counts,
+            "files": sorted(files, key=lambda d: d["path"]),
+            "set_findings": [f.to_dict() for f in sorted(self.set_findings, key=sort_key)],
+        }
+
+
+def _rel(path: PathLike, root: PathLike | None) -> str:
+    p = Path(path)
+    if root is not None:
+        try:
+            return p.resolve().relative_to(Path(root).resolve()).as_posix()
+        except ValueError:
+            pass
+    return p.as_posix()
+
+
+def _mp_context() -> Any:
+    # fork is cheapest, but forking a process that runs other threads (a controller, a hasher) can
+    # deadlock in a child on an inherited lock; then pay forkserver's start-up instead.
+    method = "fork" if threading.active_count() == 1 else "forkserver"
+    return multiprocessing.get_context(method)
+
+
+def validate_paths(vector_paths: Sequence[PathLike], raster_paths: Sequence[PathLike], policy: Policy | None = None,
+                   out_dir: PathLike | None = None, *, root: PathLike | None = None, workers: int = 2) -> Report:
+    """Validate every file (vectors on `workers` processes), normalize vectors into
+    `out_dir/<normalized_relpath(rel)>` when out_dir is given, and run the cross-file rules.
+    rel paths are relative to `root` when given, else the paths as passed."""
+    policy = policy or Policy()
+    report = Report(policy)
+    report.rasters = sorted((inspect_raster(p, _rel(p, root), policy) for p in raster_paths), key=lambda r: r.path)
+    union = footprint_union(report.rasters, policy.target) if report.rasters else None
+    footprint = shapely.to_wkb(union) if union is not None and not union.is_empty else None
+
+    jobs = []
+    for p in vector_paths:
+        rel = _rel(p, root)
+        out = os.path.join(out_dir, normalized_relpath(rel)) if out_dir is not None else None
+        jobs.append((os.fspath(p), rel, out))
+    # biggest first: the pool's tail is then made of small files
+    jobs.sort(key=lambda j: -_size(j[0]))
+    if workers <= 1 or len(jobs) <= 1:
+        results = [validate_vector(p, policy, rel, out, footprint=footprint) for p, rel, out in jobs]
+    else:
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_mp_context()) as pool:
+            futures = [pool.submit(validate_vector, p, policy, rel, out, footprint=footprint) for p, rel, out in jobs]
+            results = [f.result() for f in futures]
+    report.vectors = sorted(results, key=lambda r: r.path)
+    report.set_findings = check_vector_set(report.vectors, policy) + check_raster_set(report.rasters, None, policy)
+    return report
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0

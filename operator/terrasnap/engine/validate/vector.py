@@ -1,0 +1,496 @@
+"""Vector validation + normalization of one file, in one streaming pass.
+
+Every layer is read in Arrow batches (GDAL via pyogrio; GeoParquet via pyarrow, which this GDAL
+build cannot read), each batch goes through the geometry rules (rules.py) and straight into the
+layer's GeoParquet writer, so memory stays at a few batches whatever the file size.
+The normalized file is committed only if the whole file passed (no errors).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pyogrio
+import shapely
+from pyogrio.raw import open_arrow
+from pyproj import CRS
+
+from terrasnap.engine.normalize import GeoParquetWriter, normalized_relpath
+from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
+from terrasnap.engine.validate.policy import Policy
+from terrasnap.engine.validate.rules import (
+    LayerContext,
+    LayerStats,
+    check_batch,
+    crs_is_same,
+    finish_layer,
+    fmt,
+    make_transformer,
+)
+
+BATCH_SIZE = 65_536
+VECTOR_EXTENSIONS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".shp": "ESRI Shapefile",
+                     ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geoparquet": "GeoParquet"}
+_HEAD_BYTES = 1 << 20
+_TAIL_BYTES = 1 << 16
+_WGS84 = CRS.from_epsg(4326)
+
+
+def is_vector_path(path: str | os.PathLike[str]) -> bool:
+    return Path(path).suffix.lower() in VECTOR_EXTENSIONS
+
+
+def crs_fields(crs: CRS | None) -> dict[str, Any]:
+    """WKT2, PROJJSON (compact text) and EPSG (None when the CRS has no EPSG code)."""
+    if crs is None:
+        return {"crs_wkt": None, "crs_projjson": None, "epsg": None}
+    return {"crs_wkt": crs.to_wkt("WKT2_2019"),
+            "crs_projjson": json.dumps(crs.to_json_dict(), sort_keys=True, separators=(",", ":")),
+            "epsg": crs.to_epsg()}
+
+
+@dataclass
+class LayerResult:
+    name: str | None
+    crs_wkt: str | None = None  # source CRS (declared or assumed)
+    crs_projjson: str | None = None
+    epsg: int | None = None
+    crs_origin: str | None = None  # "declared" | "assumed" | None (missing)
+    features: int = 0
+    written: int = 0
+    null: int = 0
+    empty: int = 0
+    invalid: int = 0
+    repaired: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    collapsed: int = 0
+    outside_footprint: int = 0
+    geometry_types: list[str] = field(default_factory=list)  # of the normalized output
+    source_geometry_types: dict[str, int] = field(default_factory=dict)
+    bbox: list[float] | None = None  # target CRS
+    invalid_reasons: dict[str, int] = field(default_factory=dict)
+    type_changes: dict[str, int] = field(default_factory=dict)
+    area_before: float = 0.0
+    area_after: float = 0.0
+    output: str | None = None  # absolute path of the committed GeoParquet
+    output_relpath: str | None = None  # its path relative to the normalized root
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in sorted(self.__dataclass_fields__)}
+
+
+@dataclass
+class VectorResult:
+    path: str  # relative path (as reported)
+    format: str | None = None
+    layers: list[LayerResult] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    kind: str = "vector"
+
+    @property
+    def ok(self) -> bool:
+        return not any(f.severity == "error" for f in self.findings)
+
+    @property
+    def errors(self) -> int:
+        return sum(f.count for f in self.findings if f.severity == "error")
+
+    @property
+    def warnings(self) -> int:
+        return sum(f.count for f in self.findings if f.severity == "warning")
+
+    @property
+    def counts(self) -> dict[str, dict[str, int]]:
+        return count_map(self.findings)
+
+    def _sum(self, attr: str) -> int:
+        return sum(getattr(layer, attr) for layer in self.layers)
+
+    def summary(self) -> dict[str, Any]:
+        """File-level figures for the manifest row (contracts.md): CRS of the first layer that has one
+        (layers in different CRSs are reported by check_vector_set), sums and unions over layers."""
+        crs_layer = next((la for la in self.layers if la.crs_wkt), None)
+        boxes = [la.bbox for la in self.layers if la.bbox]
+        reasons: Counter[str] = Counter()
+        for la in self.layers:
+            reasons.update(la.invalid_reasons)
+        return {
+            "crs_wkt": crs_layer.crs_wkt if crs_layer else None,
+            "crs_projjson": crs_layer.crs_projjson if crs_layer else None,
+            "epsg": crs_layer.epsg if crs_layer else None,
+            "features": self._sum("features"),
+            "written": self._sum("written"),
+            "geometry_types": sorted({t for la in self.layers for t in la.geometry_types}),
+            "bbox": [min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes),
+                     max(b[3] for b in boxes)] if boxes else None,
+            "invalid": self._sum("invalid"),
+            "repaired": self._sum("repaired"),
+            "skipped": self._sum("skipped"),
+            "invalid_reasons": json.dumps(dict(sorted(reasons.items())), sort_keys=True),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path, "kind": self.kind, "format": self.format, "ok": self.ok,
+            "counts": self.counts, "summary": self.summary(),
+            "layers": [la.to_dict() for la in self.layers],
+            "findings": [f.to_dict() for f in sorted(self.findings, key=sort_key)],
+        }
+
+
+# --- reading ----------------------------------------------------------------------------------------
+
+@dataclass
+class _Layer:
+    name: str | None
+    crs: CRS | None
+    geometry_type: str | None  # declared, e.g. "MultiPolygon", "Unknown", None (no geometry)
+    attributes: pa.Schema
+    batches: Iterator[tuple[pa.RecordBatch, np.ndarray]]
+
+
+def _ogr_layers(path: str) -> list[str]:
+    return [str(name) for name, _ in pyogrio.list_layers(path)]
+
+
+def _open_ogr(stack: ExitStack, path: str, layer: str, batch_size: int) -> _Layer:
+    meta, reader = stack.enter_context(open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True))
+    geom_col = meta.get("geometry_name") or "wkb_geometry"
+    schema = reader.schema
+    has_geom = geom_col in schema.names and meta.get("geometry_type") is not None
+    attrs = pa.schema([f for f in schema if f.name != geom_col])
+    crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
+
+    def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        for batch in reader:
+            wkb = batch.column(geom_col).to_numpy(zero_copy_only=False) if has_geom else np.array([], object)
+            yield batch.drop_columns([geom_col]) if has_geom else batch, wkb
+
+    return _Layer(layer, crs, meta.get("geometry_type") if has_geom else None, attrs, batches())
+
+
+def _open_geoparquet(path: str, batch_size: int) -> _Layer:
+    pf = pq.ParquetFile(path)
+    raw = (pf.schema_arrow.metadata or {}).get(b"geo")
+    if raw is None:
+        raise ValueError("not GeoParquet: the Parquet file has no 'geo' metadata")
+    geo = json.loads(raw)
+    col = geo["primary_column"]
+    colmeta = geo["columns"][col]
+    if colmeta.get("encoding", "WKB").upper() != "WKB":
+        raise ValueError(f"GeoParquet encoding {colmeta.get('encoding')!r} is not supported (only WKB)")
+    # GeoParquet: an absent crs means OGC:CRS84; an explicit null means "unknown".
+    if "crs" not in colmeta:
+        crs: CRS | None = CRS.from_user_input("OGC:CRS84")
+    elif colmeta["crs"] is None:
+        crs = None
+    else:
+        crs = CRS.from_user_input(colmeta["crs"])
+    drop = {col}
+    covering = colmeta.get("covering", {}).get("bbox", {})
+    drop |= {v[0] for v in covering.values() if isinstance(v, list) and v}
+    attrs = pa.schema([f for f in pf.schema_arrow if f.name not in drop]).remove_metadata()
+    types = colmeta.get("geometry_types") or []
+    declared = types[0] if len(types) == 1 else "Unknown"
+
+    def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        for batch in pf.iter_batches(batch_size=batch_size):
+            wkb = batch.column(col).to_numpy(zero_copy_only=False)
+            yield batch.select([n for n in attrs.names]), wkb
+
+    return _Layer(None, crs, declared, attrs, batches())
+
+
+# --- GeoJSON specifics: the legacy `crs` member, read cheaply --------------------------------------
+
+def geojson_crs_member(path: str) -> tuple[bool, Any]:
+    """(present, value) of a top-level `crs` member, without parsing the whole file.
+
+    The head (1 MiB) is scanned member by member at the top level; a file that fits in it is
+    decided exactly. In a bigger file the scan stops at "features" (its array is the bulk of the
+    file) and the tail is searched for a crs object after the features array (heuristic: writers put
+    `crs` first, a few put it last)."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(_HEAD_BYTES).decode("utf-8", errors="replace")
+        tail = ""
+        if size > _HEAD_BYTES:
+            f.seek(max(size - _TAIL_BYTES, _HEAD_BYTES))
+            tail = f.read().decode("utf-8", errors="replace")
+    dec = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    i = ws.match(head, 0).end()  # type: ignore[union-attr]
+    if head[i:i + 1] == "\ufeff":
+        i = ws.match(head, i + 1).end()  # type: ignore[union-attr]
+    if head[i:i + 1] != "{":
+        return False, None
+    i += 1
+    try:
+        while True:
+            i = ws.match(head, i).end()  # type: ignore[union-attr]
+            if head[i:i + 1] in ("}", ""):
+                return False, None
+            key, i = json.decoder.scanstring(head, i + 1)  # type: ignore[attr-defined]
+            i = ws.match(head, i).end()  # type: ignore[union-attr]
+            i = ws.match(head, i + 1).end()  # type: ignore[union-attr]  # skip ':'
+            if key == "features" and size > _HEAD_BYTES:
+                break
+            value, i = dec.raw_decode(head, i)
+            if key == "crs":
+                return True, value
+            i = ws.match(head, i).end()  # type: ignore[union-attr]
+            if head[i:i + 1] == ",":
+                i += 1
+    except (ValueError, IndexError):
+        pass  # truncated head or not JSON: GDAL reports parse errors; look at the tail
+    for m in re.finditer(r'"crs"\s*:\s*(?=\{)', tail):
+        try:
+            value, _ = dec.raw_decode(tail, m.end())
+        except ValueError:
+            continue
+        if isinstance(value, dict) and "type" in value and "properties" in value:
+            return True, value
+    return False, None
+
+
+def _crs_member_name(value: Any) -> str:
+    try:
+        return str(value["properties"].get("name") or value["properties"].get("href") or value)
+    except (TypeError, KeyError, AttributeError):
+        return json.dumps(value)[:200]
+
+
+def _json_error(path: str) -> str | None:
+    """Python's JSON error (line/column) for a small file GDAL could not open: clearer than GDAL's."""
+    if os.path.getsize(path) > 16 * _HEAD_BYTES:
+        return None
+    try:
+        with open(path, "rb") as f:
+            json.loads(f.read())
+    except json.JSONDecodeError as exc:
+        return f"malformed JSON: {exc}"
+    except (UnicodeDecodeError, ValueError) as exc:
+        return f"malformed JSON: {exc}"
+    return None
+
+
+# --- the pass ---------------------------------------------------------------------------------------
+
+def _promote_type(declared: str | None) -> int | None:
+    base = (declared or "").replace(" Z", "").replace(" M", "").replace("25D", "").strip()
+    return {"MultiPolygon": 6, "MultiLineString": 5, "MultiPoint": 4}.get(base)
+
+
+def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, rel_path: str | None = None,
+                    out_path: str | os.PathLike[str] | None = None, *, batch_size: int = BATCH_SIZE,
+                    footprint: bytes | None = None) -> VectorResult:
+    """Validate one vector file and (if out_path) write its normalized GeoParquet in the same pass.
+
+    path: the file; rel_path: how it is named in findings (default: its name);
+    out_path: GeoParquet destination for a single-layer file. For a multi-layer file (GeoPackage) each
+    layer goes to `<out_path minus .parquet>.<layer>.parquet` (see normalize.normalized_relpath).
+    Nothing is written if the file has errors. footprint: WKB of the imagery footprint in the target
+    CRS, to count labels outside it. Never raises for bad data: everything becomes a Finding.
+    """
+    policy = policy or Policy()
+    path = os.fspath(path)
+    rel = rel_path or os.path.basename(path)
+    result = VectorResult(rel)
+    col = Collector(rel)
+    ext = Path(path).suffix.lower()
+    fmt_name = VECTOR_EXTENSIONS.get(ext)
+    result.format = fmt_name
+
+    def fail(what: str, rule: str = "parse") -> VectorResult:
+        col.add(rule, "error", what)
+        result.findings = col.finish()
+        return result
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        return fail(f"unreadable: {exc.strerror or exc}")
+    if size == 0:
+        return fail("empty file (0 bytes)")
+
+    try:
+        layer_names: list[str | None] = [None] if fmt_name == "GeoParquet" else list(_ogr_layers(path))
+    except Exception as exc:  # pyogrio DataSourceError etc.: GDAL's message is what the user needs
+        msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot open: {exc}"
+        return fail(msg)
+    if not layer_names:
+        return fail("no layers in file")
+
+    target = policy.target
+    assumed = policy.assumed_crs
+    fp = None
+    if footprint is not None:
+        fp = shapely.from_wkb(footprint)
+        shapely.prepare(fp)
+    crs_member: tuple[bool, Any] = (False, None)
+    if fmt_name == "GeoJSON":
+        crs_member = geojson_crs_member(path)
+
+    writers: list[tuple[GeoParquetWriter, LayerResult]] = []
+    with ExitStack() as stack:
+        for lname in layer_names:
+            lcol = Collector(rel, layer=lname if len(layer_names) > 1 else None)
+            lres = LayerResult(lname)
+            result.layers.append(lres)
+            try:
+                layer = (_open_geoparquet(path, batch_size) if fmt_name == "GeoParquet"
+                         else _open_ogr(stack, path, str(lname), batch_size))
+            except Exception as exc:
+                msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot read: {exc}"
+                lcol.add("parse", "error", msg)
+                result.findings.extend(lcol.finish())
+                continue
+            if layer.geometry_type is None:
+                lcol.add("no-geometry", "warning", "layer has no geometry column; not normalized")
+                result.findings.extend(lcol.finish())
+                continue
+
+            crs = layer.crs
+            if crs is None:
+                if assumed is None:
+                    lcol.add("crs-missing", "error",
+                             "no CRS (e.g. a Shapefile without .prj); policy missing_crs=reject "
+                             "(use assume:EPSG:XXXX to accept it)")
+                else:
+                    crs = CRS.from_user_input(assumed)
+                    lres.crs_origin = "assumed"
+                    lcol.add("crs-missing", "warning", f"no CRS; assuming {assumed} (policy missing_crs)")
+            else:
+                lres.crs_origin = "declared"
+            info = crs_fields(crs)
+            lres.crs_wkt, lres.crs_projjson, lres.epsg = info["crs_wkt"], info["crs_projjson"], info["epsg"]
+
+            transformer = None
+            if crs is not None:
+                try:
+                    transformer = make_transformer(crs, target)
+                except Exception as exc:
+                    lcol.add("reproject", "error", f"no transformation from {crs.name} to {policy.target_crs}: {exc}")
+                    crs = None
+            ctx = LayerContext(policy=policy, geographic=bool(crs is not None and crs.is_geographic),
+                               transformer=transformer, promote_multi=_promote_type(layer.geometry_type),
+                               footprint=fp)
+            stats = LayerStats()
+            writer = None
+            if out_path is not None and crs is not None:
+                target_path = Path(out_path)
+                if len(layer_names) > 1:
+                    target_path = target_path.with_name(
+                        normalized_relpath(target_path.name.removesuffix(".parquet"), str(lname), 2))
+                writer = GeoParquetWriter(target_path, layer.attributes, target)
+                stack.callback(writer.abort)  # no-op after commit
+                writers.append((writer, lres))
+            offset = 0
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
+                    for attrs, wkb in layer.batches:
+                        keep, geoms = check_batch(wkb, offset, ctx, stats, lcol)
+                        if writer is not None and keep.any():
+                            writer.write(attrs.filter(pa.array(keep)), geoms[keep])
+                        offset += len(wkb)
+            except Exception as exc:  # a parse error in the middle of a stream: report, where
+                msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or str(exc)
+                lcol.add("parse", "error", f"read failed after {offset} features: {msg}")
+            finish_layer(ctx, stats, lcol)
+            if fmt_name == "GeoJSON":
+                _rfc7946(crs_member, crs, stats, lcol)
+            _fill(lres, stats)
+            result.findings.extend(lcol.finish())
+        if result.ok:
+            for w, la in writers:
+                la.output = str(w.commit())
+                la.output_relpath = normalized_relpath(rel, la.name, len(layer_names))
+    return result
+
+
+def _rfc7946(member: tuple[bool, Any], crs: CRS | None, stats: LayerStats, col: Collector) -> None:
+    present, value = member
+    if not present:
+        return
+    name = _crs_member_name(value)
+    declared_wgs84 = crs is not None and crs_is_same(crs, _WGS84)
+    b = stats.raw_bounds
+    looks_projected = b is not None and (max(abs(b[0]), abs(b[2])) > 180 or max(abs(b[1]), abs(b[3])) > 90)
+    if declared_wgs84:
+        col.add("rfc7946-crs", "warning",
+                f"legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored")
+    elif looks_projected and b is not None:
+        col.add("rfc7946-crs", "error",
+                f"declares {name} through the legacy 'crs' member and its coordinates look projected "
+                f"(x {fmt(b[0])}..{fmt(b[2])}, y {fmt(b[1])}..{fmt(b[3])}); RFC 7946 GeoJSON must be WGS84 lon/lat")
+    else:
+        col.add("rfc7946-crs", "warning",
+                f"declares {name} through the legacy 'crs' member (not RFC 7946); using that CRS as GDAL does")
+
+
+def _fill(lres: LayerResult, stats: LayerStats) -> None:
+    for name in ("features", "written", "null", "empty", "invalid", "repaired", "skipped", "rejected",
+                 "collapsed", "outside_footprint", "area_before", "area_after"):
+        setattr(lres, name, getattr(stats, name))
+    lres.geometry_types = sorted(stats.types_out)
+    lres.source_geometry_types = dict(sorted(stats.types_in.items()))
+    lres.bbox = stats.bbox
+    lres.invalid_reasons = dict(sorted(stats.invalid_reasons.items()))
+    lres.type_changes = dict(sorted(stats.type_changes.items()))
+
+
+def check_vector_set(results: list[VectorResult], policy: Policy | None = None) -> list[Finding]:
+    """Across files: every layer should be in one CRS. Everything is reprojected to the target CRS
+    anyway, but labels in mixed CRSs usually mean a mistake upstream, so policy.mixed_crs decides
+    (default: error). The reference is the CRS most layers use (ties: the first path)."""
+    policy = policy or Policy()
+    if policy.mixed_crs == "ignore":
+        return []
+    severity: Any = "error" if policy.mixed_crs == "error" else "warning"
+    groups: list[tuple[CRS, list[tuple[str, LayerResult]]]] = []
+    for res in sorted(results, key=lambda r: r.path):
+        for la in res.layers:
+            if la.crs_wkt is None:
+                continue
+            crs = CRS.from_wkt(la.crs_wkt)
+            for gcrs, members in groups:
+                if crs_is_same(gcrs, crs):
+                    members.append((res.path, la))
+                    break
+            else:
+                groups.append((crs, [(res.path, la)]))
+    if len(groups) < 2:
+        return []
+    ref_crs, ref_members = max(groups, key=lambda g: len(g[1]))  # max keeps the first on ties
+    ref_path = ref_members[0][0]
+    out = []
+    for crs, members in groups:
+        if crs is ref_crs:
+            continue
+        for p, la in members:
+            where = p if la.name is None or la.name == Path(p).stem else f"{p} (layer {la.name})"
+            out.append(Finding("crs-mixed", severity, p,
+                               f"{where}: CRS {_crs_label(la)} differs from {ref_path}'s {_crs_label(ref_members[0][1])} "
+                               f"({len(ref_members)} of the layers use that); mixed CRSs across files (crs-mixed)",
+                               1, None, la.name))
+    return out
+
+
+def _crs_label(la: LayerResult) -> str:
+    if la.epsg is not None:
+        return f"EPSG:{la.epsg}"
+    return CRS.from_wkt(la.crs_wkt).name if la.crs_wkt else "none"
