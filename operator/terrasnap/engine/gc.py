@@ -1,0 +1,561 @@
+"""Garbage collection of a terrasnap store that never deletes an object a root or an in-flight snapshot needs.
+
+`run_gc(store, roots, grace=..., dry_run=...)` is the whole thing; `GCRun` exposes its steps (begin, load
+roots, list, plan, one delete batch at a time, finish) so the property tests can interleave a GC with
+snapshots. The protocol shared with engine/refs.py is written down in docs/gc.md.
+
+What is used (kept):
+* every object named in the `objects` of a root's metadata.json, and the entries of every `.dir` object among
+  them (read from the store with dvc-data's Tree: DVC's own notion of a directory's contents);
+* every object named by a live registration (terrasnap/inflight/*.json, not expired);
+* every object named by a published manifest folder younger than the grace (the caller's roots may not know
+  it yet);
+* every object younger than the grace, and every object whose age the store does not report.
+Manifest folders are never deleted unless the caller says its roots are complete (cluster mode): then a
+folder that is not a root, has no file younger than the grace and is named by no live registration goes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import posixpath
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from terrasnap.engine import refs
+from terrasnap.engine.errors import StoreUnreachable, TerrasnapError, UsageError
+from terrasnap.engine.store import GC_PREFIX, MANIFEST_PREFIX, ObjectInfo, Store, _mtime
+
+DEFAULT_GRACE = timedelta(hours=24)
+DEFAULT_BATCH = 1000
+MANIFEST_FILE = "manifest.parquet"
+METADATA_FILE = "metadata.json"
+
+
+class GCFailedClosed(TerrasnapError):
+    """GC could not establish what is used; it deleted nothing (after this point) and says why."""
+
+    reason = "GCFailedClosed"
+
+
+# -- pure decision logic ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    obj: ObjectInfo
+    action: str  # "delete" | "keep" | "young" | "inflight"
+
+
+def plan_deletions(
+    listing: Iterable[ObjectInfo],
+    used: set[str] | frozenset[str],
+    registrations: Iterable[refs.RegistrationDoc],
+    now: float,
+    grace: float,
+    skew: float = refs.CLOCK_SKEW,
+) -> list[Decision]:
+    """Decide per listed object. Pure: no I/O, no clock. Unknown age counts as young (keep)."""
+    registered: set[str] = set()
+    for reg in registrations:
+        if reg.live(now, skew):
+            registered.update(reg.objects)
+    out: list[Decision] = []
+    for obj in listing:
+        if obj.md5 in used:
+            action = "keep"
+        elif obj.md5 in registered:
+            action = "inflight"
+        elif obj.mtime is None or now - obj.mtime < grace:
+            action = "young"
+        else:
+            action = "delete"
+        out.append(Decision(obj, action))
+    return out
+
+
+def parse_duration(text: str | timedelta | None, default: timedelta = DEFAULT_GRACE) -> timedelta:
+    """'24h', '90d', '30m', '45s', '1h30m' or a timedelta."""
+    if text is None or text == "":
+        return default
+    if isinstance(text, timedelta):
+        return text
+    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    total, num = 0.0, ""
+    for ch in text.strip():
+        if ch.isdigit() or ch == ".":
+            num += ch
+        elif ch in units and num:
+            total += float(num) * units[ch]
+            num = ""
+        else:
+            raise UsageError(f"bad duration {text!r}: use e.g. 24h, 90d, 30m, 1h30m")
+    if num:
+        raise UsageError(f"bad duration {text!r}: a number needs a unit (d, h, m, s)")
+    return timedelta(seconds=total)
+
+
+# -- reading what is used --------------------------------------------------------------------------
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_metadata_objects(rel: str, data: bytes) -> set[str]:
+    try:
+        doc = json.loads(data)
+        objects = doc["objects"]
+        if not isinstance(objects, list) or not all(
+            isinstance(o, str) and refs.OBJECT_RE.match(o) for o in objects
+        ):
+            raise ValueError("'objects' must be a list of <md5> / <md5>.dir")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise GCFailedClosed(f"{rel}: unreadable metadata: {type(exc).__name__}: {exc}") from exc
+    return set(objects)
+
+
+def dir_entries(rel: str, data: bytes) -> set[str]:
+    """The md5s a DVC `.dir` object lists, parsed by dvc-data's Tree (DVC's own format)."""
+    from dvc_data.hashfile.tree import Tree
+
+    try:
+        raw = json.loads(data)
+        if not isinstance(raw, list):
+            raise ValueError("a .dir object is a JSON list")
+        tree = Tree.from_list(raw, hash_name="md5")
+        out = set()
+        for _key, _meta, hash_info in tree:
+            if hash_info is None or not hash_info.value:
+                continue
+            value = str(hash_info.value)
+            if not refs.OBJECT_RE.match(value):
+                raise ValueError(f"entry hash {value!r}")
+            out.add(value)
+    except Exception as exc:
+        raise GCFailedClosed(f"{rel}: unreadable .dir object: {type(exc).__name__}: {exc}") from exc
+    return out
+
+
+@dataclass
+class ManifestFolder:
+    rel: str  # terrasnap/manifests/<ns>/<name>/<hex>
+    files: dict[str, float | None]  # rel -> mtime
+
+    @property
+    def published(self) -> bool:
+        return posixpath.join(self.rel, MANIFEST_FILE) in self.files
+
+    def newest(self) -> float | None:
+        times = list(self.files.values())
+        if not times or any(t is None for t in times):
+            return None
+        return max(t for t in times if t is not None)
+
+
+# -- the report ------------------------------------------------------------------------------------
+
+
+@dataclass
+class GCReport:
+    gc: str
+    store: str
+    roots: list[str]
+    roots_complete: bool
+    dry_run: bool
+    grace_seconds: float
+    started: str
+    finished: str = ""
+    listed: int = 0
+    kept: int = 0
+    kept_inflight: int = 0
+    skipped_young: int = 0
+    deleted: list[str] = field(default_factory=list)
+    freed_bytes: int = 0
+    manifests_deleted: list[str] = field(default_factory=list)
+    registrations: int = 0
+    errors: list[str] = field(default_factory=list)
+    uri: str = ""
+    ok: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "gc": self.gc,
+            "store": self.store,
+            "roots": self.roots,
+            "rootsComplete": self.roots_complete,
+            "dryRun": self.dry_run,
+            "graceSeconds": self.grace_seconds,
+            "started": self.started,
+            "finished": self.finished,
+            "listed": self.listed,
+            "kept": self.kept,
+            "keptInflight": self.kept_inflight,
+            "skippedYoung": self.skipped_young,
+            "deleted": len(self.deleted),
+            "deletedObjects": self.deleted,
+            "freedBytes": self.freed_bytes,
+            "manifestsDeleted": self.manifests_deleted,
+            "registrations": self.registrations,
+            "errors": self.errors,
+            "ok": self.ok,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        doc = self.to_json()
+        doc.pop("deletedObjects")
+        doc["manifestsDeleted"] = len(self.manifests_deleted)
+        doc["report"] = self.uri
+        return doc
+
+
+# -- one GC run, step by step ----------------------------------------------------------------------
+
+
+class GCRun:
+    """One GC. Steps in order: begin, load_roots, scan_manifests, read_registrations, expand_dirs, list, plan,
+    delete_batch (until it returns False), finish. `run()` does them all."""
+
+    def __init__(
+        self,
+        store: Store,
+        roots: list[str],
+        *,
+        grace: timedelta,
+        dry_run: bool,
+        roots_complete: bool = False,
+        clock: Callable[[], float] = time.time,
+        batch_size: int = DEFAULT_BATCH,
+        marker_ttl: float = refs.MARKER_TTL,
+        skew: float = refs.CLOCK_SKEW,
+    ) -> None:
+        self.store = store
+        self.roots = list(roots)
+        self.grace = grace.total_seconds()
+        self.dry_run = dry_run
+        self.roots_complete = roots_complete
+        self.clock = clock
+        self.batch_size = batch_size
+        self.marker_ttl = marker_ttl
+        self.skew = skew
+        self.id = uuid.uuid4().hex[:16]
+        self.started = clock()
+        self.report = GCReport(
+            gc=self.id,
+            store=store.url,
+            roots=self.roots,
+            roots_complete=roots_complete,
+            dry_run=dry_run,
+            grace_seconds=self.grace,
+            started=_iso(self.started),
+        )
+        self.used: set[str] = set()
+        self.root_folders: set[str] = set()
+        self.folders: dict[str, ManifestFolder] = {}
+        self.registrations: list[refs.RegistrationDoc] = []
+        self.listing: list[ObjectInfo] = []
+        self.decisions: list[Decision] = []
+        self.queue: list[ObjectInfo] = []
+        self.folder_queue: list[ManifestFolder] = []
+        self.protected_folders: set[str] = set()
+        self.seq = 0
+        self.marker_expires = 0.0
+        self.closed = False
+
+    # -- steps ----------------------------------------------------------------------------------
+    def begin(self) -> None:
+        """Write our marker before anything is read: a snapshot registering later can see us."""
+        if not self.dry_run:
+            self._write_marker()
+
+    def _write_marker(self) -> None:
+        now = self.clock()
+        expires = now + self.marker_ttl
+        refs.write_marker(self.store, refs.MarkerDoc(gc=self.id, seq=self.seq, started=self.started, expires=expires))
+        self.marker_expires = expires
+
+    def load_roots(self) -> None:
+        for uri in self.roots:
+            try:
+                rel = self.store.rel_from_uri(uri)
+            except UsageError as exc:
+                raise GCFailedClosed(f"unknown root {uri!r}: not in store {self.store.url}") from exc
+            folder = posixpath.dirname(rel) if rel.endswith(MANIFEST_FILE) else rel.rstrip("/")
+            if not folder.startswith(MANIFEST_PREFIX + "/"):
+                raise GCFailedClosed(f"unknown root {uri!r}: not a manifest under {MANIFEST_PREFIX}/")
+            if not self.store.exists(posixpath.join(folder, MANIFEST_FILE)):
+                raise GCFailedClosed(f"unknown root {uri!r}: {folder}/{MANIFEST_FILE} does not exist")
+            meta_rel = posixpath.join(folder, METADATA_FILE)
+            try:
+                data = self.store.read_bytes(meta_rel)
+            except FileNotFoundError as exc:
+                raise GCFailedClosed(f"root {uri!r}: {meta_rel} is missing") from exc
+            self.used |= parse_metadata_objects(meta_rel, data)
+            self.root_folders.add(folder)
+
+    def scan_manifests(self) -> None:
+        """Every manifest folder; the objects of young ones are used, whatever the roots say."""
+        folders: dict[str, ManifestFolder] = {}
+        for rel, info in self.store.list_prefix(MANIFEST_PREFIX):
+            parent = posixpath.dirname(rel)
+            folders.setdefault(parent, ManifestFolder(parent, {})).files[rel] = _mtime(info)
+        self.folders = folders
+        now = self.clock()
+        for folder in folders.values():
+            if folder.rel in self.root_folders:
+                continue
+            newest = folder.newest()
+            young = newest is None or now - newest < self.grace
+            meta_rel = posixpath.join(folder.rel, METADATA_FILE)
+            if young and meta_rel in folder.files:
+                try:
+                    data = self.store.read_bytes(meta_rel)
+                except FileNotFoundError:
+                    continue  # being deleted by another GC in complete mode; only old folders are
+                self.used |= parse_metadata_objects(meta_rel, data)
+
+    def read_registrations(self) -> None:
+        self.registrations = refs.read_registrations(self.store)
+        self.report.registrations = sum(1 for r in self.registrations if r.live(self.clock(), self.skew))
+
+    def expand_dirs(self) -> None:
+        """Defence in depth: a used `.dir` object keeps every entry it lists (as `dvc gc` with shallow=False)."""
+        pending = [o for o in self.used if o.endswith(".dir")]
+        for reg in self.registrations:
+            pending.extend(o for o in reg.objects if o.endswith(".dir"))
+        seen: set[str] = set()
+        for oid in pending:
+            if oid in seen:
+                continue
+            seen.add(oid)
+            rel = Store.object_rel(oid)
+            try:
+                data = self.store.read_bytes(rel)
+            except FileNotFoundError:
+                self.report.errors.append(f"referenced object {oid} is missing from the store")
+                continue
+            self.used |= dir_entries(rel, data)
+
+    def list_store(self) -> None:
+        self.listing = list(self.store.list_objects())
+        self.report.listed = len(self.listing)
+
+    def plan(self) -> None:
+        now = self.clock()
+        self.decisions = plan_deletions(self.listing, self.used, self.registrations, now, self.grace, self.skew)
+        self.queue = [d.obj for d in self.decisions if d.action == "delete"]
+        self.report.kept = sum(1 for d in self.decisions if d.action == "keep")
+        self.report.kept_inflight = sum(1 for d in self.decisions if d.action == "inflight")
+        self.report.skipped_young = sum(1 for d in self.decisions if d.action == "young")
+        if self.roots_complete:
+            for folder in self.folders.values():
+                newest = folder.newest()
+                if folder.rel in self.root_folders or newest is None or now - newest < self.grace:
+                    continue
+                self.folder_queue.append(folder)
+
+    def _recheck(self) -> set[str]:
+        """Before a batch: bump our marker, THEN re-read registrations. Returns what they protect."""
+        now = self.clock()
+        if not self.dry_run:
+            if now >= self.marker_expires - self.skew:
+                raise GCFailedClosed(
+                    f"GC {self.id}: its marker lease lapsed (a stalled run); stopping before deleting more"
+                )
+            self.seq += 1
+            self._write_marker()
+        regs = refs.read_registrations(self.store)
+        now = self.clock()
+        protected: set[str] = set()
+        self.protected_folders = set()
+        for reg in regs:
+            if reg.live(now, self.skew):
+                protected |= reg.objects
+                if reg.manifest:
+                    self.protected_folders.add(reg.manifest)
+        return protected
+
+    def _lease_ok(self) -> bool:
+        return self.dry_run or self.clock() < self.marker_expires - self.skew
+
+    def delete_batch(self) -> bool:
+        """Delete the next batch; False when nothing is left. Raises GCFailedClosed to stop deleting."""
+        if not self.queue and not self.folder_queue:
+            return False
+        protected = self._recheck()
+        if self.queue:
+            batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
+            batch = [o for o in batch if o.md5 not in protected]
+            self.report.kept_inflight += sum(1 for o in batch if o.md5 in protected)
+            if not self._lease_ok():
+                raise GCFailedClosed(f"GC {self.id}: marker lease lapsed mid-batch; stopping")
+            failed: dict[str, str] = (
+                {} if self.dry_run else dict(self.store.delete_many(Store.object_rel(o.md5) for o in batch))
+            )
+            for obj in batch:
+                rel = Store.object_rel(obj.md5)
+                if rel in failed:
+                    self.report.errors.append(f"deleting {rel}: {failed[rel]}")
+                    self.report.ok = False
+                else:
+                    self.report.deleted.append(obj.md5)
+                    self.report.freed_bytes += obj.size
+            return True
+        folders, self.folder_queue = self.folder_queue[: self.batch_size], self.folder_queue[self.batch_size :]
+        for folder in folders:
+            if folder.rel in self.protected_folders:
+                continue
+            if not self._lease_ok():
+                raise GCFailedClosed(f"GC {self.id}: marker lease lapsed mid-batch; stopping")
+            # manifest.parquet first: a half-deleted folder is then an unpublished one
+            files = sorted(folder.files, key=lambda r: not r.endswith("/" + MANIFEST_FILE))
+            failures = [] if self.dry_run else self.store.delete_many(files)
+            if failures:
+                self.report.ok = False
+                self.report.errors.extend(f"deleting {rel}: {err}" for rel, err in failures)
+            else:
+                self.report.manifests_deleted.append(folder.rel)
+        return True
+
+    def finish(self) -> GCReport:
+        """Write the report (also on a dry run), drop expired registrations and stale markers, unmark."""
+        now = self.clock()
+        if not self.dry_run:
+            self._cleanup(now)
+        self.report.finished = _iso(self.clock())
+        stamp = datetime.fromtimestamp(self.started, UTC).strftime("%Y%m%dT%H%M%S")
+        rel = f"{GC_PREFIX}/{stamp}-{self.id}.json"
+        self.report.uri = self.store.uri(rel)
+        self.store.write_bytes(rel, json.dumps(self.report.to_json(), indent=1, sort_keys=True).encode())
+        self.close()
+        return self.report
+
+    def _cleanup(self, now: float) -> None:
+        expired = [r.rel for r in self.registrations if now > r.expires + 2 * self.skew]
+        stale = [
+            refs.marker_rel(m.gc)
+            for m in refs.read_markers(self.store).values()
+            if m.gc != self.id and now > m.expires + 2 * self.skew
+        ]
+        for rel, err in self.store.delete_many(expired + stale):
+            self.report.errors.append(f"cleanup {rel}: {err}")
+
+    def close(self) -> None:
+        """Remove our marker (also after a failure: a marker left behind only delays snapshots)."""
+        if self.closed:
+            return
+        self.closed = True
+        if not self.dry_run:
+            self.store.delete_many([refs.marker_rel(self.id)])
+
+    def steps(self) -> Iterator[str]:
+        """The run as named steps (the property tests drive them one by one)."""
+        self.begin()
+        yield "begin"
+        self.load_roots()
+        yield "load_roots"
+        self.scan_manifests()
+        yield "scan_manifests"
+        self.read_registrations()
+        yield "read_registrations"
+        self.expand_dirs()
+        yield "expand_dirs"
+        self.list_store()
+        yield "list"
+        self.plan()
+        yield "plan"
+        while self.delete_batch():
+            yield "delete_batch"
+
+    def run(self) -> GCReport:
+        try:
+            for _ in self.steps():
+                pass
+        except GCFailedClosed as exc:
+            self._failed(exc.message)
+            raise
+        except StoreUnreachable as exc:
+            message = f"GC stopped, nothing (more) deleted: {exc.message}"
+            self._failed(message)
+            raise GCFailedClosed(message) from exc
+        except BaseException:
+            self.close_quietly()
+            raise
+        return self.finish()
+
+    def _failed(self, message: str) -> None:
+        """Best effort: unmark, and leave a report saying what was deleted before the failure."""
+        self.close_quietly()
+        self.report.ok = False
+        self.report.errors.append(message)
+        self.report.finished = _iso(self.clock())
+        stamp = datetime.fromtimestamp(self.started, UTC).strftime("%Y%m%dT%H%M%S")
+        rel = f"{GC_PREFIX}/{stamp}-{self.id}.json"
+        try:
+            self.store.write_bytes(rel, json.dumps(self.report.to_json(), indent=1, sort_keys=True).encode())
+            self.report.uri = self.store.uri(rel)
+        except Exception:
+            pass
+
+    def close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def run_gc(
+    store: Store,
+    roots: list[str],
+    *,
+    grace: timedelta = DEFAULT_GRACE,
+    dry_run: bool,
+    now: datetime | None = None,
+    roots_complete: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> GCReport:
+    """Delete every object no root, registration or young manifest uses and that is older than `grace`.
+
+    Fails closed (GCFailedClosed, nothing deleted) on a listing error, an unreadable manifest/metadata or
+    registration, or a root that is not a published manifest in this store. `now` fixes the clock (tests).
+    """
+    clock: Callable[[], float] = time.time if now is None else (lambda: now.timestamp())
+    gc = GCRun(
+        store, roots, grace=grace, dry_run=dry_run, roots_complete=roots_complete, clock=clock, batch_size=batch_size
+    )
+    return gc.run()
+
+
+def gc_command(
+    store_url_or_name: str,
+    endpoint: str | None,
+    roots: list[str],
+    dry_run: bool,
+    grace: str | timedelta | None,
+) -> int:
+    """`terrasnap gc`: local mode (a store URL and explicit --root) or cluster mode (a SnapshotStore name)."""
+    import sys
+
+    try:
+        if "://" not in store_url_or_name:
+            from terrasnap.engine import gc_cluster
+
+            summary = gc_cluster.run_cluster_gc(store_url_or_name, dry_run=dry_run, grace=grace, endpoint=endpoint)
+            print(json.dumps(summary, sort_keys=True))
+            return 0 if summary.get("ok", True) else 3
+        if not roots:
+            raise UsageError(
+                "terrasnap gc --store URL needs at least one --root MANIFEST_URI "
+                "(an empty root set would make every old object garbage)"
+            )
+        store = Store.from_url(store_url_or_name, endpoint)
+        store.check_reachable()
+        report = run_gc(store, roots, grace=parse_duration(grace), dry_run=dry_run)
+    except TerrasnapError as exc:
+        print(json.dumps({"ok": False, "error": {"reason": exc.reason, "message": exc.message}}), file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(report.summary(), sort_keys=True))
+    return 0 if report.ok else 3

@@ -1,0 +1,271 @@
+"""GC against real stores (file:// and fake-gcs-server): what it keeps, deletes, reports, and when it refuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from tests.engine import gcsim
+from tests.engine.gcsim import later, objects_in, publish, put, put_dir
+
+from terrasnap.engine import gc, refs
+from terrasnap.engine.errors import StoreUnreachable
+from terrasnap.engine.gc import GCFailedClosed, plan_deletions, run_gc
+from terrasnap.engine.store import ObjectInfo, Store
+
+H = 3600.0
+GRACE = timedelta(hours=24)
+
+
+# -- the pure decision -------------------------------------------------------------------------------
+
+
+def _reg(objects: Iterable[str], expires: float) -> refs.RegistrationDoc:
+    return refs.RegistrationDoc(
+        id="r", rel="terrasnap/inflight/r.json", owner="ns/x", objects=frozenset(objects), manifest=None,
+        created=0.0, expires=expires, state="inflight",
+    )
+
+
+def test_plan_deletions_is_the_whole_rule() -> None:
+    now = 1_000_000.0
+    old, young = now - 48 * H, now - 1 * H
+    listing = [
+        ObjectInfo("a" * 32, 1, old),  # used
+        ObjectInfo("b" * 32, 2, old),  # registered, live
+        ObjectInfo("c" * 32, 3, old),  # registered, expired long ago
+        ObjectInfo("d" * 32, 4, young),  # unreferenced but young
+        ObjectInfo("e" * 32, 5, None),  # age unknown
+        ObjectInfo("f" * 32 + ".dir", 6, old),  # garbage
+    ]
+    regs = [_reg(["b" * 32], now + H), _reg(["c" * 32], now - 2 * H)]
+    got = {d.obj.md5[0]: d.action for d in plan_deletions(listing, {"a" * 32}, regs, now, 24 * H, skew=300)}
+    assert got == {"a": "keep", "b": "inflight", "c": "delete", "d": "young", "e": "young", "f": "delete"}
+
+
+def test_registration_counts_until_expiry_plus_skew() -> None:
+    listing = [ObjectInfo("c" * 32, 3, 0.0)]
+    reg = _reg(["c" * 32], 1000.0)
+    assert plan_deletions(listing, set(), [reg], 1200.0, 1.0, skew=300)[0].action == "inflight"
+    assert plan_deletions(listing, set(), [reg], 1301.0, 1.0, skew=300)[0].action == "delete"
+
+
+def test_parse_duration() -> None:
+    assert gc.parse_duration("24h") == timedelta(hours=24)
+    assert gc.parse_duration("1h30m") == timedelta(minutes=90)
+    assert gc.parse_duration("90d") == timedelta(days=90)
+    assert gc.parse_duration(None) == gc.DEFAULT_GRACE
+    with pytest.raises(Exception, match="bad duration"):
+        gc.parse_duration("24")
+
+
+# -- a small world in a real store ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def store(store_url: tuple[str, str | None]) -> Store:
+    url, endpoint = store_url
+    s = Store.from_url(url, endpoint)
+    s.check_reachable()
+    return s
+
+
+def _world(store: Store) -> dict[str, Any]:
+    """A: two files + a .dir whose entries metadata does NOT list (defence in depth); B: its own + a shared."""
+    shared = put(store, b"shared")
+    a1 = put(store, b"a1")
+    e1, e2 = put(store, b"entry-1"), put(store, b"entry-2")
+    adir = put_dir(store, {"x/e1": e1, "x/e2": e2})
+    b1 = put(store, b"b1")
+    garbage = put(store, b"garbage")
+    root_a = publish(store, "ns", "a", [shared, a1, adir])
+    root_b = publish(store, "ns", "b", [shared, b1])
+    return {"shared": shared, "a1": a1, "e1": e1, "e2": e2, "adir": adir, "b1": b1, "garbage": garbage,
+            "A": root_a, "B": root_b}
+
+
+def _report(store: Store, report: gc.GCReport) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(store.read_bytes(store.rel_from_uri(report.uri)))
+    return doc
+
+
+def test_keeps_roots_and_dir_entries_deletes_the_rest(store: Store) -> None:
+    w = _world(store)
+    report = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
+    assert objects_in(store) == {w["shared"], w["a1"], w["e1"], w["e2"], w["adir"]}
+    assert sorted(report.deleted) == sorted([w["b1"], w["garbage"]])
+    assert report.freed_bytes == len(b"b1") + len(b"garbage")
+    doc = _report(store, report)
+    assert doc["deleted"] == 2 and doc["kept"] == 5 and doc["dryRun"] is False and doc["roots"] == [w["A"]]
+    assert {"started", "finished", "skippedYoung", "errors", "freedBytes"} <= set(doc)
+    # local mode: roots are not claimed complete, so B's manifest folder stays (only its objects went)
+    assert store.exists(store.rel_from_uri(w["B"]))
+    assert not list(store.list_prefix(refs.MARKER_PREFIX)), "the GC marker is removed at the end"
+
+
+def test_young_objects_are_skipped(store: Store) -> None:
+    w = _world(store)
+    report = run_gc(store, [w["A"]], grace=GRACE, dry_run=False)
+    # b1 is kept as used: B was published a moment ago (a young manifest counts as a root); garbage is young
+    assert report.deleted == [] and report.skipped_young == 1
+    assert {w["garbage"], w["b1"]} <= objects_in(store)
+
+
+def test_dry_run_deletes_nothing_and_reports(store: Store) -> None:
+    w = _world(store)
+    before = objects_in(store)
+    report = run_gc(store, [w["A"]], grace=GRACE, dry_run=True, now=later(48))
+    assert objects_in(store) == before
+    doc = _report(store, report)
+    assert doc["dryRun"] is True and doc["deleted"] == 2 and doc["freedBytes"] == len(b"b1") + len(b"garbage")
+
+
+def test_complete_roots_also_delete_unrooted_manifest_folders(store: Store) -> None:
+    w = _world(store)
+    report = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48), roots_complete=True)
+    folder_b = store.rel_from_uri(w["B"]).rsplit("/", 1)[0]
+    assert report.manifests_deleted == [folder_b]
+    assert not list(store.list_prefix(folder_b))
+    assert store.exists(store.rel_from_uri(w["A"]))
+
+
+def test_live_registration_protects_objects_and_folder(store: Store) -> None:
+    w = _world(store)
+    t = later(48).timestamp()
+    folder_b = store.rel_from_uri(w["B"]).rsplit("/", 1)[0]
+    with refs.inflight(store, [w["b1"], w["garbage"]], owner="ns/c", manifest=folder_b, clock=lambda: t,
+                       heartbeat=3600):
+        report = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48), roots_complete=True)
+    assert report.deleted == [] and report.kept_inflight == 2 and report.manifests_deleted == []
+    assert {w["b1"], w["garbage"]} <= objects_in(store)
+    # the post-publish lease keeps protecting for 48h; after it, they go
+    report = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48 + 49))
+    assert sorted(report.deleted) == sorted([w["b1"], w["garbage"]])
+    assert not list(store.list_prefix(refs.INFLIGHT_PREFIX)), "expired registrations are cleaned up"
+
+
+def test_young_unrooted_manifest_keeps_its_objects(tmp_path: Any) -> None:
+    store = Store.from_url(f"file://{tmp_path}/store")
+    old = put(store, b"old-object")
+    now = time.time()
+    path = os.path.join(store.root, Store.object_rel(old))
+    os.utime(path, (now - 72 * H, now - 72 * H))
+    # published a minute ago, not (yet) among the roots the caller knows
+    publish(store, "ns", "new", [old])
+    report = run_gc(store, [], grace=GRACE, dry_run=False)
+    assert report.deleted == [] and old in objects_in(store)
+
+
+# -- fail closed ------------------------------------------------------------------------------------
+
+
+class ListingFails(Store):
+    def list_prefix(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        if rel_prefix.startswith("files/md5"):
+            raise StoreUnreachable(f"store {self.url}: listing {rel_prefix}: 503 Service Unavailable")
+        return super().list_prefix(rel_prefix)
+
+
+def test_listing_error_deletes_nothing(store: Store) -> None:
+    w = _world(store)
+    before = objects_in(store)
+    broken = ListingFails(store.url, store.endpoint)
+    with pytest.raises(GCFailedClosed, match="503"):
+        run_gc(broken, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
+    assert objects_in(store) == before
+    assert not list(store.list_prefix(refs.MARKER_PREFIX))
+
+
+@pytest.mark.parametrize("damage", ["metadata-garbage", "metadata-missing", "objects-not-ids", "dir-corrupt",
+                                    "registration-corrupt"])
+def test_unreadable_references_delete_nothing(store: Store, damage: str) -> None:
+    w = _world(store)
+    folder_a = store.rel_from_uri(w["A"]).rsplit("/", 1)[0]
+    if damage == "metadata-garbage":
+        store.write_bytes(f"{folder_a}/metadata.json", b"{not json")
+    elif damage == "metadata-missing":
+        store.delete_many([f"{folder_a}/metadata.json"])
+    elif damage == "objects-not-ids":
+        store.write_bytes(f"{folder_a}/metadata.json", json.dumps({"objects": ["../../etc/passwd"]}).encode())
+    elif damage == "dir-corrupt":
+        store.write_bytes(Store.object_rel(w["adir"]), b"[{\"relpath\": 3}]")
+    else:
+        store.write_bytes(f"{refs.INFLIGHT_PREFIX}/bad.json", b"{\"objects\": 7}")
+    before = objects_in(store)
+    with pytest.raises(GCFailedClosed):
+        run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
+    assert objects_in(store) == before
+
+
+@pytest.mark.parametrize("root", ["elsewhere", "no-such-manifest", "not-a-manifest"])
+def test_unknown_root_deletes_nothing(store: Store, root: str) -> None:
+    w = _world(store)
+    uri = {
+        "elsewhere": "gs://another-bucket/dvc/terrasnap/manifests/ns/a/00/manifest.parquet",
+        "no-such-manifest": store.uri("terrasnap/manifests/ns/zz/" + "0" * 64 + "/manifest.parquet"),
+        "not-a-manifest": store.uri(Store.object_rel(w["a1"])),
+    }[root]
+    before = objects_in(store)
+    with pytest.raises(GCFailedClosed, match="unknown root"):
+        run_gc(store, [w["A"], uri], grace=GRACE, dry_run=False, now=later(48))
+    assert objects_in(store) == before
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+
+class SomeDeletesFail(Store):
+    """A real store that refuses to delete the objects whose md5 starts with one of `bad`."""
+
+    bad: tuple[str, ...] = ()
+
+    def delete_many(self, rels: Iterable[str]) -> list[tuple[str, str]]:
+        rels = list(rels)
+        refused = [r for r in rels if r.startswith("files/md5/") and r.replace("/", "")[8:].startswith(self.bad)]
+        failures = super().delete_many([r for r in rels if r not in refused])
+        return failures + [(r, "OSError: 503 injected") for r in refused]
+
+
+def test_failed_deletes_are_reported_and_retried(store: Store) -> None:
+    w = _world(store)
+    flaky = SomeDeletesFail(store.url, store.endpoint)
+    flaky.bad = (w["garbage"][:2],)
+    report = run_gc(flaky, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
+    assert not report.ok and any("503 injected" in e for e in report.errors)
+    assert w["garbage"] in objects_in(store) and w["b1"] not in objects_in(store)
+    assert gc.gc_command.__name__  # the CLI maps ok=False to exit 3 (tested below)
+    again = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
+    assert again.ok and again.deleted == [w["garbage"]]
+
+
+def test_gc_killed_between_listing_and_deleting_then_rerun(store: Store) -> None:
+    w = _world(store)
+    t = later(48).timestamp()
+    killed = gc.GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
+    for step in killed.steps():
+        if step == "plan":
+            break  # killed: no deletes, no finish, marker left behind
+    assert list(store.list_prefix(refs.MARKER_PREFIX))
+    report = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(49))
+    assert sorted(report.deleted) == sorted([w["b1"], w["garbage"]])
+    # the dead GC's marker is cleaned once it has expired (plus skew)
+    run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(50))
+    assert not list(store.list_prefix(refs.MARKER_PREFIX))
+
+
+def test_gc_command_local_mode(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    w = _world(store)
+    assert gc.gc_command(store.url, store.endpoint, [], False, "24h") == 2
+    assert gc.gc_command(store.url, store.endpoint, [w["A"], w["B"]], True, "0s") == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["dryRun"] is True and out["deleted"] == 1 and out["report"].startswith(store.url)
+    assert gc.gc_command(store.url, store.endpoint, [store.uri("terrasnap/manifests/x/y/z/manifest.parquet")],
+                         False, "0s") == 3
+    assert gc.gc_command(store.url, store.endpoint, [w["A"]], False, "0s") == 0
+    assert w["b1"] not in objects_in(store) and w["shared"] in objects_in(store)
+    assert gcsim.dir_object({})[0].endswith(".dir")
