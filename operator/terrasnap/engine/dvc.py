@@ -64,7 +64,8 @@ def init_project(workdir: Path, store: Store) -> None:
 
 
 def add(workdir: Path, target: str) -> None:
-    run(workdir, "add", "-q", target)
+    # --no-relink: the workspace keeps its hard links to the caller's files (no copy back, no chmod)
+    run(workdir, "add", "-q", "--no-relink", target)
 
 
 def repro(workdir: Path) -> None:
@@ -105,16 +106,31 @@ def _tracked(workdir: Path, out: dict[str, Any]) -> TrackedDir:
 def tracked_outputs(workdir: Path) -> list[TrackedDir]:
     """Every output DVC tracks in the project: `*.dvc` files and the outs in `dvc.lock`."""
     outs: list[TrackedDir] = []
-    for dvcfile in sorted(workdir.glob("*.dvc")):
+    for dvcfile in sorted(p for p in workdir.glob("*.dvc") if p.is_file()):
         for out in yaml.safe_load(dvcfile.read_text()).get("outs", []):
             outs.append(_tracked(workdir, out))
     lock = workdir / "dvc.lock"
     if lock.exists():
+        uncached = _uncached_outputs(workdir)
         for stage in (yaml.safe_load(lock.read_text()).get("stages") or {}).values():
             for out in stage.get("outs", []):
-                if out.get("md5"):
+                # `cache: false` outputs (the report metric) are in the lock but never pushed
+                if out.get("md5") and out["path"] not in uncached:
                     outs.append(_tracked(workdir, out))
     return outs
+
+
+def _uncached_outputs(workdir: Path) -> set[str]:
+    spec = yaml.safe_load((workdir / "dvc.yaml").read_text()) or {}
+    paths: set[str] = set()
+    for stage in (spec.get("stages") or {}).values():
+        for key in ("outs", "metrics", "plots"):
+            for item in stage.get(key, []) or []:
+                if isinstance(item, dict):
+                    for path, opts in item.items():
+                        if isinstance(opts, dict) and opts.get("cache") is False:
+                            paths.add(path)
+    return paths
 
 
 def referenced_objects(outs: list[TrackedDir]) -> list[str]:
