@@ -85,7 +85,7 @@ def parse_duration(text: str | timedelta | None, default: timedelta = DEFAULT_GR
         return default
     if isinstance(text, timedelta):
         return text
-    units = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+    units = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
     total, num = 0.0, ""
     for ch in text.strip():
         if ch.isdigit() or ch == ".":
@@ -94,7 +94,7 @@ def parse_duration(text: str | timedelta | None, default: timedelta = DEFAULT_GR
             total += float(num) * units[ch]
             num = ""
         else:
-            raise UsageError(f"bad duration {text!r}: use e.g. 24h, 90d, 30m, 1h30m")
+            raise UsageError(f"bad duration {text!r}: use e.g. 24h, 90d, 2w, 30m, 1h30m")
     if num:
         raise UsageError(f"bad duration {text!r}: a number needs a unit (d, h, m, s)")
     return timedelta(seconds=total)
