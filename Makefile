@@ -7,7 +7,7 @@ STATE := .state
 export GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: venv demo test test-unit test-engine test-cluster lint bench cluster cluster-down clean
+.PHONY: venv demo test test-unit test-engine test-cluster lint bench cluster cluster-down cluster-bin clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -34,6 +34,15 @@ lint: venv
 
 bench: venv
 	@$(PY) tests/bench/bench_engine.py
+
+cluster-bin:
+	@bash tests/controlplane/build.sh
+
+cluster: venv
+	@$(PY) tests/controlplane/cluster.py up
+
+cluster-down:
+	@if [ -x $(PY) ]; then $(PY) tests/controlplane/cluster.py down; else echo "no venv: nothing to stop"; fi
 
 clean:
 	rm -rf $(STATE) .pytest_cache .mypy_cache .ruff_cache

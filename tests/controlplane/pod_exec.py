@@ -1,0 +1,207 @@
+"""Become one container of a pod: private mount namespace, container root, volumes, user, then exec.
+
+Run by the node agent as root, with the standard library only (`python -I -S pod_exec.py SPEC.json`), in
+its own session (the agent kills the process group). Steps:
+
+1. unshare(CLONE_NEWNS) and make every mount private, so nothing below leaks to the host.
+2. An overlay of the host's `/` (lower) with a per-container upper dir on disk as the container's root:
+   the process sees the host's files (so the project's venv and tools work), but what it writes outside
+   its volumes lands in the container's own writable layer and disappears with it, like a container
+   image layer. Mount points for volumes are created in that layer, never on the host.
+3. /proc and /sys from the host, a private /dev (tmpfs with the usual device nodes bound in, devpts,
+   /dev/shm) and the host's other mounts (so nothing that the host can reach disappears).
+4. Volumes bound at their real mount paths (read-only where asked), the termination-message file, and
+   the working directory; readOnlyRootFilesystem remounts the overlay read-only.
+5. For non-root users: directories on the way to the interpreter, the venv and the repo get o+x in the
+   container's layer only (e.g. /root is 0700 on the host), so a pod with runAsUser can still run them.
+6. chroot, setgroups/setgid/setuid, no_new_privs if allowPrivilegeEscalation is false, umask, exec.
+"""
+
+import ctypes
+import ctypes.util
+import json
+import os
+import stat
+import sys
+
+libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
+
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_REMOUNT = 32
+MS_BIND = 4096
+MS_REC = 16384
+MS_PRIVATE = 1 << 18
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def die(msg, code=128):
+    sys.stderr.write(f"pod_exec: {msg}\n")
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def mount(src, dst, fstype=None, flags=0, data=None):
+    enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
+    if libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"mount {src} -> {dst} ({fstype}, flags={flags:#x}, {data}): {os.strerror(e)}")
+
+
+def bind(src, dst, ro=False, rec=True):
+    mount(src, dst, None, MS_BIND | (MS_REC if rec else 0))
+    if ro:
+        mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def ensure_target(path, is_dir):
+    if os.path.lexists(path):
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if is_dir:
+        os.mkdir(path)
+    else:
+        open(path, "a").close()
+
+
+def host_mounts():
+    """Mount points of the host (this namespace's copy), outermost first."""
+    out = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            mp = parts[4].encode().decode("unicode_escape")
+            out.append(mp)
+    return out
+
+
+def main():
+    spec = json.load(open(sys.argv[1]))
+    root = spec["root"]
+
+    if libc.unshare(CLONE_NEWNS) != 0:
+        die(f"unshare: {os.strerror(ctypes.get_errno())}")
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+
+    # 2. container root: overlay of the host's / with a private writable layer
+    os.makedirs(spec["upper"], exist_ok=True)
+    os.makedirs(spec["work"], exist_ok=True)
+    os.makedirs(root, exist_ok=True)
+    mount("overlay", root, "overlay", 0,
+          f"lowerdir=/,upperdir={spec['upper']},workdir={spec['work']}")
+    R = lambda p: os.path.join(root, p.lstrip("/"))  # noqa: E731
+
+    # 3. host mounts (/proc, /sys, others), a private /dev
+    skip_prefixes = ("/dev", root, spec.get("state", root))
+    done = []
+    for mp in host_mounts():
+        if mp == "/" or any(mp == s or mp.startswith(s.rstrip("/") + "/") for s in skip_prefixes):
+            continue
+        if any(mp.startswith(d.rstrip("/") + "/") for d in done):
+            continue  # already covered by a recursive bind of a parent
+        if not os.path.isdir(mp):
+            continue
+        try:
+            os.makedirs(R(mp), exist_ok=True)
+            bind(mp, R(mp), rec=True)
+            done.append(mp)
+        except OSError as e:
+            sys.stderr.write(f"pod_exec: warning: {e}\n")
+    dev = R("/dev")
+    os.makedirs(dev, exist_ok=True)
+    mount("tmpfs", dev, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
+    for node in ("null", "zero", "full", "random", "urandom", "tty"):
+        if os.path.exists(f"/dev/{node}"):
+            ensure_target(f"{dev}/{node}", False)
+            bind(f"/dev/{node}", f"{dev}/{node}", rec=False)
+    os.mkdir(f"{dev}/pts")
+    try:
+        mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=620")
+        os.symlink("pts/ptmx", f"{dev}/ptmx")
+    except OSError:
+        pass
+    os.mkdir(f"{dev}/shm")
+    mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777,size=1g")
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+
+    # 4. volumes and the termination-message file, at their real paths inside the container root
+    for m in spec["mounts"]:
+        src, dst, ro = m["source"], m["target"], m.get("readOnly", False)
+        is_dir = os.path.isdir(src)
+        t = R(dst)
+        try:
+            if os.path.islink(t):
+                os.unlink(t)
+            ensure_target(t, is_dir)
+            bind(src, t, ro=ro)
+        except OSError as e:
+            die(f"mounting volume {m.get('name', src)} at {dst}: {e}")
+
+    uid, gid = spec.get("uid", 0), spec.get("gid", 0)
+    if uid != 0:
+        # 5. make the way to the interpreter, venv, repo and working dir traversable for this user
+        for p in spec.get("expose", []):
+            parts = os.path.abspath(p).split("/")
+            for i in range(2, len(parts) + 1):
+                d = "/".join(parts[:i])
+                try:
+                    st = os.stat(R(d))
+                except OSError:
+                    break
+                if stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o001:
+                    try:
+                        os.chmod(R(d), stat.S_IMODE(st.st_mode) | 0o011)
+                    except OSError:
+                        pass  # e.g. inside a read-only bind mount
+
+    cwd = spec.get("cwd") or "/"
+    if not os.path.isdir(R(cwd)):
+        os.makedirs(R(cwd), exist_ok=True)
+        if uid != 0:
+            os.chown(R(cwd), uid, gid)
+    home = spec["env"].get("HOME")
+    if home and uid != 0 and not os.path.exists(R(home)):
+        os.makedirs(R(home), exist_ok=True)
+        os.chown(R(home), uid, gid)
+
+    if spec.get("readOnlyRootFilesystem"):
+        mount(None, root, None, MS_REMOUNT | MS_RDONLY, None)
+
+    # 6. become the container process
+    os.chroot(root)
+    os.chdir(cwd)
+    os.setgroups(spec.get("groups", []))
+    os.setgid(gid)
+    os.setuid(uid)
+    if spec.get("noNewPrivs"):
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.umask(0o022)
+    argv = spec["argv"]
+    env = spec["env"]
+    try:
+        os.execvpe(argv[0], argv, env)
+    except OSError as e:
+        msg = f'exec: "{argv[0]}": {e.strerror}'
+        tm = spec.get("terminationMessagePath")
+        if tm:
+            try:
+                with open(tm, "w") as f:
+                    f.write(msg)
+            except OSError:
+                pass
+        die(msg, 127 if e.errno == 2 else 126)
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except SystemExit:
+        raise
+    except BaseException as e:  # anything before exec is a container start error
+        die(f"{type(e).__name__}: {e}")
