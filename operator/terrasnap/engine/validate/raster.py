@@ -219,9 +219,11 @@ def check_raster_set(infos: Sequence[RasterInfo], vector_bboxes: Mapping[str, Se
             dx, dy = (c - rc) / ra, (f - rf) / re_
             off_x, off_y = abs(dx - round(dx)), abs(dy - round(dy))
             if max(off_x, off_y) > GRID_TOLERANCE_PX:
-                parts = [f"{fmt(v)} px in {axis}" for v, axis in ((off_x, "x"), (off_y, "y")) if v > GRID_TOLERANCE_PX]
+                axes = ", ".join(f"{fmt(v)} px in {axis}" for v, axis in ((off_x, "x"), (off_y, "y"))
+                                 if v > GRID_TOLERANCE_PX)
                 add("raster-grid", grid_sev, other.path,
-                    f"rasters not on one pixel grid: origin is {' and '.join(parts)} off {ref.path}'s grid")
+                    f"rasters not on one pixel grid: {other.path} origin is {fmt(max(off_x, off_y))} px off "
+                    f"{ref.path}'s grid ({axes})")
     allr = sorted(infos, key=lambda i: i.path)
     for attr, label in (("dtype", "dtype"), ("bands", "band count")):
         values = {getattr(i, attr) for i in allr if i.bands}

@@ -24,6 +24,8 @@ from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, footp
 from terrasnap.engine.validate.vector import VectorResult, check_vector_set, validate_vector
 
 PathLike = str | os.PathLike[str]
+# A file to validate: its path (reported relative to `root`), or (path, rel_path) to name it explicitly.
+FileArg = PathLike | tuple[PathLike, str]
 
 
 @dataclass
@@ -57,7 +59,11 @@ class Report:
             "invalid": sum(la.invalid for v in self.vectors for la in v.layers),
             "repaired": sum(la.repaired for v in self.vectors for la in v.layers),
             "skipped": sum(la.skipped for v in self.vectors for la in v.layers),
-            "dropped": sum(la.null + la.empty + la.collapsed for v in self.vectors for la in v.layers),
+            "rejected": sum(la.rejected for v in self.vectors for la in v.layers),
+            "null": sum(la.null for v in self.vectors for la in v.layers),
+            "empty": sum(la.empty for v in self.vectors for la in v.layers),
+            "collapsed": sum(la.collapsed for v in self.vectors for la in v.layers),
+            "outside_footprint": sum(la.outside_footprint for v in self.vectors for la in v.layers),
             "errors": sum(f.count for f in fs if f.severity == "error"),
             "warnings": sum(f.count for f in fs if f.severity == "warning"),
         }
@@ -74,8 +80,15 @@ class Report:
             "summary": self.summary(),
             "counts": self.counts,
             "files": sorted(files, key=lambda d: d["path"]),
+            "findings": [f.to_dict() for f in self.findings],
             "set_findings": [f.to_dict() for f in sorted(self.set_findings, key=sort_key)],
         }
+
+
+def _split(arg: FileArg, root: PathLike | None) -> tuple[str, str]:
+    if isinstance(arg, tuple):
+        return os.fspath(arg[0]), arg[1]
+    return os.fspath(arg), _rel(arg, root)
 
 
 def _rel(path: PathLike, root: PathLike | None) -> str:
@@ -95,22 +108,23 @@ def _mp_context() -> Any:
     return multiprocessing.get_context(method)
 
 
-def validate_paths(vector_paths: Sequence[PathLike], raster_paths: Sequence[PathLike], policy: Policy | None = None,
+def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileArg], policy: Policy | None = None,
                    out_dir: PathLike | None = None, *, root: PathLike | None = None, workers: int = 2) -> Report:
     """Validate every file (vectors on `workers` processes), normalize vectors into
     `out_dir/<normalized_relpath(rel)>` when out_dir is given, and run the cross-file rules.
-    rel paths are relative to `root` when given, else the paths as passed."""
+    Each file is a path or (path, rel_path); rel paths default to the path relative to `root` when
+    given, else the path as passed."""
     policy = policy or Policy()
     report = Report(policy)
-    report.rasters = sorted((inspect_raster(p, _rel(p, root), policy) for p in raster_paths), key=lambda r: r.path)
+    report.rasters = sorted((inspect_raster(*_split(a, root), policy) for a in raster_paths), key=lambda r: r.path)
     union = footprint_union(report.rasters, policy.target) if report.rasters else None
     footprint = shapely.to_wkb(union) if union is not None and not union.is_empty else None
 
     jobs = []
-    for p in vector_paths:
-        rel = _rel(p, root)
+    for a in vector_paths:
+        p, rel = _split(a, root)
         out = os.path.join(out_dir, normalized_relpath(rel)) if out_dir is not None else None
-        jobs.append((os.fspath(p), rel, out))
+        jobs.append((p, rel, out))
     # biggest first: the pool's tail is then made of small files
     jobs.sort(key=lambda j: -_size(j[0]))
     if workers <= 1 or len(jobs) <= 1:

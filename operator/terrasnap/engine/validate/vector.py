@@ -85,6 +85,9 @@ class LayerResult:
     type_changes: dict[str, int] = field(default_factory=dict)
     area_before: float = 0.0
     area_after: float = 0.0
+    target_crs_wkt: str | None = None  # CRS of the normalized output (the policy's target)
+    target_crs_projjson: str | None = None
+    target_epsg: int | None = None
     output: str | None = None  # absolute path of the committed GeoParquet
     output_relpath: str | None = None  # its path relative to the normalized root
 
@@ -414,9 +417,14 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
             if fmt_name == "GeoJSON":
                 _rfc7946(crs_member, crs, stats, lcol)
             _fill(lres, stats)
+            if writer is not None:
+                lres.geometry_types = writer.geometry_types  # with " Z" where 3D, as in the file
             result.findings.extend(lcol.finish())
         if result.ok:
+            tinfo = crs_fields(target)
             for w, la in writers:
+                la.target_crs_wkt, la.target_crs_projjson = tinfo["crs_wkt"], tinfo["crs_projjson"]
+                la.target_epsg = tinfo["epsg"]
                 la.output = str(w.commit())
                 la.output_relpath = normalized_relpath(rel, la.name, len(layer_names))
     return result

@@ -1,0 +1,307 @@
+"""validate_vector on real files of every supported format, written to tmp_path by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import pytest
+import shapely
+
+from terrasnap.engine.validate import Policy, VectorResult, check_vector_set, validate_vector
+from terrasnap.engine.validate import vector as vector_mod
+
+BOWTIE = [[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]
+SQUARE = [[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]
+
+
+def feature(geometry: dict[str, Any] | None, **props: Any) -> dict[str, Any]:
+    return {"type": "Feature", "properties": props, "geometry": geometry}
+
+
+def poly(ring: list[list[float]]) -> dict[str, Any]:
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def write_geojson(path: Path, features: list[dict[str, Any]], **top: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"type": "FeatureCollection", **top, "features": features}))
+    return path
+
+
+def rules(result: VectorResult) -> list[tuple[str, str]]:
+    return sorted((f.rule, f.severity) for f in result.findings)
+
+
+def test_clean_geojson_passes_and_records_metadata(tmp_path: Path) -> None:
+    src = write_geojson(tmp_path / "labels" / "a.geojson", [feature(poly(SQUARE), cls="house")])
+    r = validate_vector(src, Policy(), "labels/a.geojson", tmp_path / "out" / "a.parquet")
+    assert r.ok and r.findings == [] and r.format == "GeoJSON"
+    la = r.layers[0]
+    assert la.features == 1 and la.written == 1 and la.epsg == 4326
+    assert la.crs_wkt is not None and la.crs_wkt.startswith("GEOGCRS[")
+    assert json.loads(la.crs_projjson or "")["id"] == {"authority": "EPSG", "code": 4326}
+    assert la.geometry_types == ["Polygon"] and la.bbox == [0.0, 0.0, 1.0, 1.0]
+    assert la.output_relpath == "labels/a.geojson.parquet"
+    df = gpd.read_parquet(la.output)
+    assert df.crs.to_epsg() == 4326 and list(df["cls"]) == ["house"]
+
+
+def test_malformed_json(tmp_path: Path) -> None:
+    src = tmp_path / "bad.geojson"
+    src.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature",')
+    r = validate_vector(src, Policy(), "labels/bad.geojson")
+    assert not r.ok
+    assert [f.message for f in r.findings] == [
+        "labels/bad.geojson: malformed JSON: Expecting property name enclosed in double quotes: "
+        "line 1 column 63 (char 62) (parse)"]
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    src = tmp_path / "empty.geojson"
+    src.write_bytes(b"")
+    r = validate_vector(src, Policy(), "empty.geojson", tmp_path / "o.parquet")
+    assert [f.message for f in r.findings] == ["empty.geojson: empty file (0 bytes) (parse)"]
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    r = validate_vector(tmp_path / "missing.gpkg", Policy(), "missing.gpkg")
+    assert rules(r) == [("parse", "error")] and "unreadable" in r.findings[0].message
+
+
+def test_not_a_vector_file(tmp_path: Path) -> None:
+    src = tmp_path / "x.gpkg"
+    src.write_bytes(b"this is not a geopackage")
+    r = validate_vector(src, Policy(), "x.gpkg")
+    assert rules(r) == [("parse", "error")] and r.findings[0].message.startswith("x.gpkg: cannot open: ")
+
+
+def _shapefile_without_crs(tmp_path: Path) -> Path:
+    df = gpd.GeoDataFrame({"v": [1]}, geometry=[shapely.box(500000, 5000000, 500010, 5000010)], crs=None)
+    path = tmp_path / "nocrs.shp"
+    with pytest.warns(UserWarning, match="'crs' was not provided"):
+        df.to_file(path, engine="pyogrio")
+    assert not path.with_suffix(".prj").exists()
+    return path
+
+
+def test_missing_crs_reject(tmp_path: Path) -> None:
+    src = _shapefile_without_crs(tmp_path)
+    r = validate_vector(src, Policy(), "labels/nocrs.shp", tmp_path / "out.parquet")
+    assert rules(r) == [("crs-missing", "error")]
+    assert "labels/nocrs.shp: no CRS" in r.findings[0].message and "missing_crs=reject" in r.findings[0].message
+    assert r.layers[0].epsg is None and r.layers[0].crs_wkt is None
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_missing_crs_assume(tmp_path: Path) -> None:
+    src = _shapefile_without_crs(tmp_path)
+    r = validate_vector(src, Policy(missing_crs="assume:EPSG:32633"), "nocrs.shp", tmp_path / "out.parquet")
+    assert r.ok and rules(r) == [("crs-missing", "warning")]
+    assert "assuming EPSG:32633" in r.findings[0].message
+    la = r.layers[0]
+    assert la.epsg == 32633 and la.crs_origin == "assumed"
+    df = gpd.read_parquet(tmp_path / "out.parquet")
+    assert df.crs.to_epsg() == 4326
+    assert df.geometry.iloc[0].centroid.x == pytest.approx(15.0, abs=1e-3)  # UTM 33N central meridian
+
+
+def test_nan_coordinates(tmp_path: Path) -> None:
+    src = tmp_path / "nan.geojson"
+    src.write_text('{"type":"FeatureCollection","features":[' + json.dumps(feature(poly(SQUARE))) + ","
+                   '{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":'
+                   '[[[0,0],[NaN,0],[1,1],[0,0]]]}}]}')
+    r = validate_vector(src, Policy(invalid_geometry="repair"), "nan.geojson")
+    assert [f.message for f in r.findings] == ["nan.geojson: feature 1: non-finite coordinate (nan 0) (coord-nonfinite)"]
+    assert not r.ok
+
+
+def test_out_of_range_latitude(tmp_path: Path) -> None:
+    src = write_geojson(tmp_path / "lat.geojson", [feature({"type": "Point", "coordinates": [12.5, 91.0]})])
+    r = validate_vector(src, Policy(), "lat.geojson")
+    assert [f.message for f in r.findings] == [
+        "lat.geojson: feature 0: coordinate (12.5 91) outside lon/lat range [-180, 180] x [-90, 90] (coord-range)"]
+
+
+@pytest.mark.parametrize("mode", ["reject", "repair", "skip"])
+def test_bowtie_file(tmp_path: Path, mode: str) -> None:
+    src = write_geojson(tmp_path / "b.geojson", [feature(poly(SQUARE), i=0), feature(poly(BOWTIE), i=1)])
+    out = tmp_path / "b.parquet"
+    r = validate_vector(src, Policy(invalid_geometry=mode), "labels/b.geojson", out)  # type: ignore[arg-type]
+    la = r.layers[0]
+    assert la.invalid == 1 and la.invalid_reasons == {"Self-intersection": 1}
+    if mode == "reject":
+        assert [f.message for f in r.findings] == [
+            "labels/b.geojson: feature 1: Self-intersection at or near point (0.5 0.5) (is_valid)"]
+        assert not r.ok and not out.exists()
+        return
+    assert r.ok
+    df = gpd.read_parquet(out)
+    if mode == "repair":
+        assert rules(r) == [("repaired", "warning")]
+        assert la.repaired == 1 and la.type_changes == {"Polygon->MultiPolygon": 1}
+        assert la.area_before == 0.0 and la.area_after == pytest.approx(0.5)
+        assert list(df["i"]) == [0, 1]
+        g = df.geometry.iloc[1]
+        assert g.geom_type == "MultiPolygon" and g.area == pytest.approx(0.5)  # both lobes
+        assert la.geometry_types == ["MultiPolygon", "Polygon"]
+    else:
+        assert rules(r) == [("skipped", "warning")] and la.skipped == 1 and la.written == 1
+        assert list(df["i"]) == [0]
+
+
+def test_unclosed_ring_file(tmp_path: Path) -> None:
+    src = write_geojson(tmp_path / "u.geojson", [feature(poly([[0, 0], [1, 0], [1, 1], [0, 1]]))])
+    r = validate_vector(src, Policy(), "u.geojson")
+    assert [f.message for f in r.findings] == [
+        "u.geojson: feature 0: polygon ring is not closed (first and last points differ) (ring-unclosed)"]
+    r = validate_vector(src, Policy(invalid_geometry="repair"), "u.geojson", tmp_path / "u.parquet")
+    assert r.ok and r.layers[0].repaired == 1
+    assert gpd.read_parquet(tmp_path / "u.parquet").geometry.iloc[0].area == pytest.approx(1.0)
+
+
+def test_null_geometry_file(tmp_path: Path) -> None:
+    src = write_geojson(tmp_path / "n.geojson", [feature(None, i=0), feature(poly(SQUARE), i=1)])
+    r = validate_vector(src, Policy(), "n.geojson", tmp_path / "n.parquet")
+    assert r.ok and rules(r) == [("geometry-null", "warning")]
+    assert r.findings[0].message == "n.geojson: feature 0: null geometry; dropped from the normalized output (geometry-null)"
+    assert r.layers[0].null == 1 and r.layers[0].written == 1
+    assert list(gpd.read_parquet(tmp_path / "n.parquet")["i"]) == [1]
+
+
+def test_mixed_types(tmp_path: Path) -> None:
+    src = write_geojson(tmp_path / "m.geojson", [feature(poly(SQUARE)), feature({"type": "Point", "coordinates": [0, 0]})])
+    r = validate_vector(src, Policy(), "m.geojson")
+    assert r.ok and [f.message for f in r.findings] == [
+        "m.geojson: mixed geometry types: Point (1), Polygon (1) (geometry-mixed)"]
+    multi = {"type": "MultiPolygon", "coordinates": [[SQUARE]]}
+    src2 = write_geojson(tmp_path / "m2.geojson", [feature(poly(SQUARE)), feature(multi)])
+    assert validate_vector(src2, Policy(), "m2.geojson").findings == []
+
+
+@pytest.mark.parametrize("name", ["urn:ogc:def:crs:OGC:1.3:CRS84", "EPSG:4326"])
+def test_rfc7946_legacy_wgs84_crs_member_is_a_warning(tmp_path: Path, name: str) -> None:
+    crs = {"type": "name", "properties": {"name": name}}
+    src = write_geojson(tmp_path / "c.geojson", [feature(poly(SQUARE))], crs=crs)
+    r = validate_vector(src, Policy(), "c.geojson")
+    assert r.ok
+    assert [f.message for f in r.findings] == [
+        f"c.geojson: legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored (rfc7946-crs)"]
+
+
+def test_rfc7946_projected_crs_member_is_an_error(tmp_path: Path) -> None:
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::3857"}}
+    ring = [[0, 0], [1e6, 0], [1e6, 1e6], [0, 0]]
+    src = write_geojson(tmp_path / "p.geojson", [feature(poly(ring))], crs=crs)
+    r = validate_vector(src, Policy(), "p.geojson", tmp_path / "p.parquet")
+    assert rules(r) == [("rfc7946-crs", "error")]
+    assert "declares urn:ogc:def:crs:EPSG::3857 through the legacy 'crs' member" in r.findings[0].message
+    assert "coordinates look projected (x 0..1000000, y 0..1000000)" in r.findings[0].message
+    assert r.layers[0].epsg == 3857 and not (tmp_path / "p.parquet").exists()
+
+
+def test_crs_member_found_after_features_in_big_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vector_mod, "_HEAD_BYTES", 256)
+    monkeypatch.setattr(vector_mod, "_TAIL_BYTES", 200)
+    feats = [feature(poly(SQUARE), name="crs") for _ in range(20)]
+    body = {"type": "FeatureCollection", "features": feats,
+            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}}
+    src = tmp_path / "late.geojson"
+    src.write_text(json.dumps(body))
+    assert vector_mod.geojson_crs_member(str(src))[0] is True
+    del body["crs"]
+    src.write_text(json.dumps(body))
+    assert vector_mod.geojson_crs_member(str(src)) == (False, None)
+    body["crs"] = {"type": "name", "properties": {"name": "EPSG:4326"}}
+    src.write_text(json.dumps({"crs": body.pop("crs"), **body}))
+    assert vector_mod.geojson_crs_member(str(src)) == (True, {"type": "name", "properties": {"name": "EPSG:4326"}})
+
+
+def test_geopackage_every_layer(tmp_path: Path) -> None:
+    src = tmp_path / "d.gpkg"
+    gpd.GeoDataFrame({"k": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_file(src, layer="roads")
+    gpd.GeoDataFrame({"k": [2, 3]}, geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(
+        json.dumps(poly(BOWTIE)))], crs=4326).to_file(src, layer="fields")
+    r = validate_vector(src, Policy(invalid_geometry="repair"), "d.gpkg", tmp_path / "n" / "d.gpkg.parquet")
+    assert r.ok and r.format == "GPKG"
+    by = {la.name: la for la in r.layers}
+    assert set(by) == {"roads", "fields"}
+    assert by["fields"].repaired == 1 and by["roads"].repaired == 0
+    assert by["fields"].output_relpath == "d.gpkg.fields.parquet"
+    assert len(gpd.read_parquet(tmp_path / "n" / "d.gpkg.fields.parquet")) == 2
+    assert len(gpd.read_parquet(tmp_path / "n" / "d.gpkg.roads.parquet")) == 1
+    assert r.findings[0].message.startswith("d.gpkg (layer fields): feature 1: Self-intersection")
+    assert r.summary()["features"] == 3 and r.summary()["repaired"] == 1
+
+
+@pytest.mark.parametrize(("ext", "driver"), [(".fgb", "FlatGeobuf"), (".shp", "ESRI Shapefile")])
+def test_other_ogr_formats(tmp_path: Path, ext: str, driver: str) -> None:
+    src = tmp_path / f"f{ext}"
+    gpd.GeoDataFrame({"k": [1, 2]}, geometry=[shapely.box(500000, 5000000, 500010, 5000010)] * 2,
+                     crs=32633).to_file(src, driver=driver)
+    r = validate_vector(src, Policy(), f"f{ext}", tmp_path / "f.parquet")
+    assert r.ok and r.layers[0].epsg == 32633 and r.layers[0].written == 2
+    assert gpd.read_parquet(tmp_path / "f.parquet").crs.to_epsg() == 4326
+
+
+def test_geoparquet_input(tmp_path: Path) -> None:
+    src = tmp_path / "g.parquet"
+    gpd.GeoDataFrame({"k": [1, 2]}, geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(json.dumps(poly(BOWTIE)))],
+                     crs=3035).to_parquet(src, write_covering_bbox=True)
+    r = validate_vector(src, Policy(), "g.parquet")
+    assert r.format == "GeoParquet" and r.layers[0].epsg == 3035
+    assert [f.message for f in r.findings] == ["g.parquet: feature 1: Self-intersection at or near point (0.5 0.5) (is_valid)"]
+
+
+def test_geoparquet_with_unknown_crs_is_missing_crs(tmp_path: Path) -> None:
+    src = tmp_path / "g.parquet"
+    gpd.GeoDataFrame({"k": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=None).to_parquet(src)
+    r = validate_vector(src, Policy(), "g.parquet")
+    assert rules(r) == [("crs-missing", "error")]
+
+
+def test_plain_parquet_is_a_parse_error(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"a": [1]}), src)
+    r = validate_vector(src, Policy(), "t.parquet")
+    assert [f.message for f in r.findings] == [
+        "t.parquet: cannot read: not GeoParquet: the Parquet file has no 'geo' metadata (parse)"]
+
+
+def test_streaming_across_batches(tmp_path: Path) -> None:
+    feats = [feature(poly([[i / 10, 0], [i / 10 + 0.1, 0], [i / 10 + 0.1, 1], [i / 10, 0]]), i=i)
+             for i in range(1050)]
+    feats[1037] = feature(poly(BOWTIE), i=1037)
+    feats[5] = feature(None, i=5)
+    src = write_geojson(tmp_path / "big.geojson", feats)
+    out = tmp_path / "big.parquet"
+    r = validate_vector(src, Policy(invalid_geometry="repair"), "big.geojson", out, batch_size=100)
+    la = r.layers[0]
+    assert la.features == 1050 and la.written == 1049 and la.null == 1 and la.repaired == 1
+    assert [f.feature for f in r.findings if f.rule == "repaired"] == [1037]
+    assert [f.feature for f in r.findings if f.rule == "geometry-null"] == [5]
+    import pyarrow.parquet as pq
+    assert pq.ParquetFile(out).num_row_groups == 11  # one per batch: streamed, not collected
+    df = gpd.read_parquet(out)
+    assert len(df) == 1049 and df["i"].iloc[1036] == 1037
+    assert df.geometry.iloc[1036].area == pytest.approx(0.5)
+
+
+def test_check_vector_set_mixed_crs(tmp_path: Path) -> None:
+    a = write_geojson(tmp_path / "a.geojson", [feature(poly(SQUARE))])
+    b = write_geojson(tmp_path / "b.geojson", [feature(poly(SQUARE))])
+    c = tmp_path / "c.gpkg"
+    gpd.GeoDataFrame(geometry=[shapely.box(500000, 5000000, 500010, 5000010)], crs=32633).to_file(c)
+    results = [validate_vector(p, Policy(), p.name) for p in (c, a, b)]
+    findings = check_vector_set(results, Policy())
+    assert [(f.rule, f.severity, f.path) for f in findings] == [("crs-mixed", "error", "c.gpkg")]
+    assert findings[0].message == ("c.gpkg: CRS EPSG:32633 differs from a.geojson's EPSG:4326 (2 of the layers "
+                                   "use that); mixed CRSs across files (crs-mixed)")
+    assert [f.severity for f in check_vector_set(results, Policy(mixed_crs="warn"))] == ["warning"]
+    assert check_vector_set(results[1:], Policy()) == []
