@@ -1,0 +1,279 @@
+"""Specs of DatasetSnapshot and SnapshotStore as frozen dataclasses, with the CRD's defaults.
+
+The apiserver already validates against the CRD schema and CEL rules; `from_dict` checks the same rules
+again (an older apiserver, a hand-edited object, or a unit test must not make the planner emit a broken Job)
+and raises `SpecError` with a message fit for a condition.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from terrasnap.api.durations import parse_duration
+
+_EPSG = re.compile(r"^EPSG:[0-9]+$")
+_MISSING_CRS = re.compile(r"^(reject|assume:EPSG:[0-9]+)$")
+_CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
+INVALID_GEOMETRY = ("reject", "repair", "skip")
+
+
+class SpecError(ValueError):
+    """A spec the operator cannot act on; the message goes into the Ready condition."""
+
+
+def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str | None:
+    value = data.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise SpecError(f"{key} must be a string")
+    return value
+
+
+def _required(data: Mapping[str, Any], key: str, where: str) -> str:
+    value = _str(data, key)
+    if not value or not value.strip():
+        raise SpecError(f"{where}.{key} is required")
+    return value
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise SpecError(f"{key} must be an object")
+    return value
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True)
+class GitSource:
+    url: str
+    revision: str
+    path: str = ""
+    credentials: SecretKeyRef | None = None
+
+    def argument(self) -> str:
+        """The engine's SOURCE argument: `git+URL@REV#subdirectory=PATH`."""
+        arg = f"git+{self.url}@{self.revision}"
+        path = self.path.strip("/")
+        if path:
+            arg += f"#subdirectory={path}"
+        return arg
+
+
+@dataclass(frozen=True)
+class BucketSource:
+    url: str
+
+    def argument(self) -> str:
+        return self.url
+
+
+VOLUME_MOUNT = "/source"
+
+
+@dataclass(frozen=True)
+class VolumeSource:
+    claim_name: str
+    path: str = "/"
+
+    def argument(self) -> str:
+        path = self.path.strip("/")
+        return f"{VOLUME_MOUNT}/{path}" if path else VOLUME_MOUNT
+
+
+@dataclass(frozen=True)
+class Source:
+    git: GitSource | None = None
+    bucket: BucketSource | None = None
+    volume: VolumeSource | None = None
+
+    @property
+    def kind(self) -> str:
+        return "git" if self.git else "bucket" if self.bucket else "volume"
+
+    def argument(self) -> str:
+        chosen = self.git or self.bucket or self.volume
+        assert chosen is not None
+        return chosen.argument()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Source:
+        present = [k for k in ("git", "bucket", "volume") if data.get(k) is not None]
+        if len(present) != 1:
+            raise SpecError("exactly one of source.git, source.bucket or source.volume must be set")
+        if "git" in present:
+            git = _mapping(data, "git")
+            url = _required(git, "url", "source.git")
+            if not url.startswith(("https://", "http://", "file://")):
+                raise SpecError("source.git.url must start with https://, http:// or file://")
+            revision = _required(git, "revision", "source.git")
+            if re.search(r"\s", revision):
+                raise SpecError("source.git.revision must not contain whitespace")
+            path = _str(git, "path", "") or ""
+            if ".." in path:
+                raise SpecError("source.git.path must not contain '..'")
+            creds = git.get("credentialsSecret")
+            ref = None
+            if creds:
+                ref = SecretKeyRef(
+                    name=_required(creds, "name", "source.git.credentialsSecret"),
+                    key=_str(creds, "key", "token") or "token",
+                )
+            return cls(git=GitSource(url=url, revision=revision, path=path, credentials=ref))
+        if "bucket" in present:
+            url = _required(_mapping(data, "bucket"), "url", "source.bucket")
+            if not url.startswith(("gs://", "s3://")):
+                raise SpecError("source.bucket.url must start with gs:// or s3://")
+            return cls(bucket=BucketSource(url=url))
+        volume = _mapping(data, "volume")
+        path = _str(volume, "path", "/") or "/"
+        if ".." in path:
+            raise SpecError("source.volume.path must not contain '..'")
+        return cls(volume=VolumeSource(claim_name=_required(volume, "claimName", "source.volume"), path=path))
+
+
+@dataclass(frozen=True)
+class ValidationPolicy:
+    target_crs: str = "EPSG:4326"
+    invalid_geometry: str = "reject"
+    missing_crs: str = "reject"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValidationPolicy:
+        policy = cls(
+            target_crs=_str(data, "targetCRS", cls.target_crs) or cls.target_crs,
+            invalid_geometry=_str(data, "invalidGeometry", cls.invalid_geometry) or cls.invalid_geometry,
+            missing_crs=_str(data, "missingCRS", cls.missing_crs) or cls.missing_crs,
+        )
+        if not _EPSG.match(policy.target_crs):
+            raise SpecError("validation.targetCRS must look like EPSG:4326")
+        if policy.invalid_geometry not in INVALID_GEOMETRY:
+            raise SpecError("validation.invalidGeometry must be one of reject, repair, skip")
+        if not _MISSING_CRS.match(policy.missing_crs):
+            raise SpecError("validation.missingCRS must be reject or assume:EPSG:<code>")
+        return policy
+
+    def arguments(self) -> list[str]:
+        return [
+            "--target-crs", self.target_crs,
+            "--invalid-geometry", self.invalid_geometry,
+            "--missing-crs", self.missing_crs,
+        ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SnapshotSpec:
+    store: str
+    source: Source
+    validation: ValidationPolicy = field(default_factory=ValidationPolicy)
+    image: str | None = None
+    resources: Mapping[str, Any] | None = None
+    active_deadline_seconds: int | None = None
+    backoff_limit: int | None = None
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any] | None) -> SnapshotSpec:
+        if not isinstance(spec, Mapping):
+            raise SpecError("spec is required")
+        store = _required(spec, "store", "spec")
+        source = Source.from_dict(_mapping(spec, "source"))
+        validation = ValidationPolicy.from_dict(_mapping(spec, "validation"))
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None and (
+            not isinstance(deadline, int) or isinstance(deadline, bool) or deadline < 1
+        ):
+            raise SpecError("activeDeadlineSeconds must be a positive integer")
+        backoff = spec.get("backoffLimit")
+        if backoff is not None and (
+            not isinstance(backoff, int) or isinstance(backoff, bool) or not 0 <= backoff <= 20
+        ):
+            raise SpecError("backoffLimit must be an integer between 0 and 20")
+        resources = spec.get("resources")
+        if resources is not None and not isinstance(resources, Mapping):
+            raise SpecError("resources must be an object")
+        return cls(
+            store=store,
+            source=source,
+            validation=validation,
+            image=_str(spec, "image") or None,
+            resources=resources or None,
+            active_deadline_seconds=deadline,
+            backoff_limit=backoff,
+        )
+
+
+STORE_SCHEMES = ("gs://", "s3://", "file:///")
+
+
+@dataclass(frozen=True)
+class KeepPolicy:
+    last: int = 5
+    within: str = "90d"
+
+
+@dataclass(frozen=True)
+class GCPolicy:
+    schedule: str = "0 3 * * *"
+    grace_period: str = "24h"
+    keep: KeepPolicy = field(default_factory=KeepPolicy)
+    dry_run: bool = False
+    suspend: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GCPolicy:
+        keep = _mapping(data, "keep")
+        policy = cls(
+            schedule=_str(data, "schedule", cls.schedule) or cls.schedule,
+            grace_period=_str(data, "gracePeriod", cls.grace_period) or cls.grace_period,
+            keep=KeepPolicy(last=int(keep.get("last", 5)), within=_str(keep, "within", "90d") or "90d"),
+            dry_run=bool(data.get("dryRun", False)),
+            suspend=bool(data.get("suspend", False)),
+        )
+        if not _CRON.match(policy.schedule.strip()):
+            raise SpecError(f"gc.schedule {policy.schedule!r} is not a cron schedule")
+        for name, value in (("gc.gracePeriod", policy.grace_period), ("gc.keep.within", policy.keep.within)):
+            try:
+                parse_duration(value)
+            except ValueError as exc:
+                raise SpecError(f"{name}: {exc}") from None
+        if not 1 <= policy.keep.last <= 20:
+            raise SpecError("gc.keep.last must be between 1 and 20")
+        return policy
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    url: str
+    endpoint: str | None = None
+    credentials: SecretKeyRef | None = None
+    gc: GCPolicy = field(default_factory=GCPolicy)
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any] | None) -> StoreSpec:
+        if not isinstance(spec, Mapping):
+            raise SpecError("spec is required")
+        url = _required(spec, "url", "spec")
+        if not url.startswith(STORE_SCHEMES):
+            raise SpecError("url must start with gs://, s3:// or file:///")
+        endpoint = _str(spec, "endpoint") or None
+        if endpoint is not None and not re.match(r"^https?://.+", endpoint):
+            raise SpecError("endpoint must be an http:// or https:// URL")
+        creds = _mapping(spec, "credentials").get("secretRef")
+        ref = None
+        if creds:
+            ref = SecretKeyRef(
+                name=_required(creds, "name", "credentials.secretRef"),
+                key=_str(creds, "key", "key.json") or "key.json",
+                namespace=_str(creds, "namespace") or None,
+            )
+        return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")))
