@@ -1,0 +1,77 @@
+"""`terrasnap operator`: run the kopf operator against the current kubeconfig (or in-cluster config).
+
+Exposed as `main(argv) -> int` for the `terrasnap` CLI; also `python -m terrasnap.controller`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="terrasnap operator", description=__doc__)
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch only these namespaces (repeatable; default: the whole cluster)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("TERRASNAP_METRICS_PORT", "8080")),
+        help="Prometheus metrics port, 0 to disable (env TERRASNAP_METRICS_PORT, default 8080)",
+    )
+    p.add_argument(
+        "--metrics-address",
+        default=os.environ.get("TERRASNAP_METRICS_ADDRESS", "0.0.0.0"),
+        help="bind address",
+    )
+    p.add_argument(
+        "--liveness",
+        default=os.environ.get("TERRASNAP_LIVENESS", "http://0.0.0.0:8081/healthz"),
+        help="kopf liveness endpoint URL, empty to disable (env TERRASNAP_LIVENESS)",
+    )
+    p.add_argument("--peering", default=os.environ.get("TERRASNAP_PEERING") or None,
+                   help="kopf peering object name for several replicas (default: standalone)")  # fmt: skip
+    p.add_argument("--priority", type=int, default=int(os.environ.get("TERRASNAP_PRIORITY", "0")))
+    p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    p.add_argument("--quiet", "-q", action="store_true", help="warnings and errors only")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    import kopf
+
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    kopf.configure(verbose=args.verbose, quiet=args.quiet)
+    logging.getLogger().setLevel(level)
+    # kubernetes/urllib3 debug logs would print request headers (tokens): keep them quiet.
+    for noisy in ("urllib3", "kubernetes"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    if args.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(args.metrics_port, addr=args.metrics_address)
+
+    import terrasnap.controller.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=args.liveness or None,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
