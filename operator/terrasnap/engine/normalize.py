@@ -34,7 +34,10 @@ WRITER_OPTIONS: dict[str, Any] = {
     "version": "2.6",
     "data_page_version": "1.0",
     "write_page_index": False,
-    "store_schema": True,
+    # The `geo` metadata is only known at the end (bbox, types) and is added to the footer then. A stored
+    # ARROW:schema would shadow it (pyarrow takes schema metadata from ARROW:schema, so readers would
+    # see no `geo`), so the Arrow schema is not stored; Parquet's logical types carry what we write.
+    "store_schema": False,
 }
 BBOX_TYPE = pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
 

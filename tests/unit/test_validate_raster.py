@@ -1,0 +1,149 @@
+"""inspect_raster (one header) and check_raster_set (grid, consistency, label footprint)."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from rasterio.errors import NotGeoreferencedWarning
+
+from terrasnap.engine.validate import Policy, check_raster_set, inspect_raster
+from terrasnap.engine.validate.raster import footprint_union
+
+UTM = "EPSG:32633"
+
+
+def make_tif(path: Path, *, x0: float = 500000.0, y0: float = 5000000.0, res: float = 10.0, size: int = 64,
+             crs: str | None = UTM, nodata: float | None = 0, dtype: str = "uint8", count: int = 1,
+             driver: str = "GTiff", transform: Any = "auto", **kw: Any) -> Path:
+    t = Affine(res, 0.0, x0, 0.0, -res, y0) if transform == "auto" else transform
+    profile: dict[str, Any] = {"driver": driver, "width": size, "height": size, "count": count, "dtype": dtype,
+                               "crs": crs, "nodata": nodata, **kw}
+    if t is not None:
+        profile["transform"] = t
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", **profile) as dst:
+            dst.write(np.zeros((count, size, size), dtype=dtype))
+    return path
+
+
+def rules(findings) -> list[tuple[str, str]]:
+    return sorted((f.rule, f.severity) for f in findings)
+
+
+def test_header_fields(tmp_path: Path) -> None:
+    info = inspect_raster(make_tif(tmp_path / "a.tif", count=3), "img/a.tif", Policy(require_cog="ignore"))
+    assert info.ok and info.findings == []
+    assert (info.width, info.height, info.bands, info.dtype, info.nodata) == (64, 64, 3, "uint8", 0.0)
+    assert info.transform == [10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0]
+    assert info.epsg == 32633 and info.crs_projjson and '"code":32633' in info.crs_projjson
+    assert info.block_shape is not None and len(info.block_shape) == 2
+    s = info.summary()
+    assert s["transform"] == info.transform and s["cog"] is False
+
+
+def test_raster_without_crs_is_an_error(tmp_path: Path) -> None:
+    info = inspect_raster(make_tif(tmp_path / "n.tif", crs=None), "img/n.tif", Policy(require_cog="ignore"))
+    assert not info.ok
+    assert [f.message for f in info.findings] == ["img/n.tif: raster has no CRS (raster-crs-missing)"]
+    assert info.epsg is None and info.crs_wkt is None
+
+
+def test_raster_without_crs_assumed(tmp_path: Path) -> None:
+    info = inspect_raster(make_tif(tmp_path / "n.tif", crs=None), "n.tif",
+                          Policy(require_cog="ignore", missing_crs="assume:EPSG:32633"))
+    assert info.ok and rules(info.findings) == [("raster-crs-missing", "warning")] and info.epsg == 32633
+
+
+def test_identity_transform_is_an_error(tmp_path: Path) -> None:
+    info = inspect_raster(make_tif(tmp_path / "i.tif", transform=None), "i.tif", Policy(require_cog="ignore"))
+    assert ("raster-transform", "error") in rules(info.findings)
+    assert "i.tif: no geotransform (identity transform) (raster-transform)" in [f.message for f in info.findings]
+    assert info.transform is None
+
+
+def test_nodata_unset_is_a_warning(tmp_path: Path) -> None:
+    info = inspect_raster(make_tif(tmp_path / "z.tif", nodata=None), "z.tif", Policy(require_cog="ignore"))
+    assert info.ok and [f.message for f in info.findings] == ["z.tif: nodata is not set (raster-nodata)"]
+    info = inspect_raster(make_tif(tmp_path / "z2.tif", nodata=None), "z2.tif",
+                          Policy(require_cog="ignore", require_nodata="error"))
+    assert not info.ok
+
+
+def test_cog_detection(tmp_path: Path) -> None:
+    plain = inspect_raster(make_tif(tmp_path / "p.tif", size=1024), "p.tif")
+    assert plain.cog is False
+    assert [f.message for f in plain.findings] == [
+        "p.tif: not a Cloud-Optimized GeoTIFF: not tiled, no overviews (raster-cog)"]
+    cog = inspect_raster(make_tif(tmp_path / "c.tif", size=1024, driver="COG"), "c.tif")
+    assert cog.cog is True and cog.tiled and cog.overviews == [2] and cog.layout == "COG"
+    assert cog.findings == []
+
+
+def test_not_a_raster(tmp_path: Path) -> None:
+    p = tmp_path / "x.tif"
+    p.write_bytes(b"not a tiff")
+    info = inspect_raster(p, "x.tif")
+    assert rules(info.findings) == [("parse", "error")] and info.findings[0].message.startswith("x.tif: cannot open raster")
+
+
+def _infos(tmp_path: Path, specs: dict[str, dict[str, Any]]) -> list[Any]:
+    pol = Policy(require_cog="ignore")
+    return [inspect_raster(make_tif(tmp_path / name, **kw), name, pol) for name, kw in specs.items()]
+
+
+def test_aligned_rasters_pass(tmp_path: Path) -> None:
+    # b starts 64 px east of a, c 3 px south: whole pixels apart
+    infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500640.0}, "c.tif": {"y0": 4999970.0}})
+    assert check_raster_set(infos, None, Policy()) == []
+
+
+def test_misaligned_rasters(tmp_path: Path) -> None:
+    infos = _infos(tmp_path, {"b.tif": {"x0": 500645.0}, "a.tif": {}})
+    findings = check_raster_set(infos, None, Policy())
+    assert [f.message for f in findings] == [
+        "b.tif: rasters not on one pixel grid: b.tif origin is 0.5 px off a.tif's grid (0.5 px in x) (raster-grid)"]
+    assert findings[0].severity == "error"
+    # a sub-tolerance difference (float noise) is not a misalignment
+    infos = _infos(tmp_path, {"a.tif": {}, "d.tif": {"x0": 500640.0 + 1e-9}})
+    assert check_raster_set(infos, None, Policy()) == []
+    # the policy can downgrade grid problems
+    infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500645.0}})
+    assert [f.severity for f in check_raster_set(infos, None, Policy(require_same_grid=False))] == ["warning"]
+
+
+def test_different_crs_and_pixel_size(tmp_path: Path) -> None:
+    infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"crs": "EPSG:32634"}, "c.tif": {"res": 20.0}})
+    msgs = [f.message for f in check_raster_set(infos, None, Policy())]
+    assert msgs == [
+        "b.tif: rasters not on one pixel grid: CRS EPSG:32634 differs from a.tif's EPSG:32633 (raster-grid)",
+        "c.tif: rasters not on one pixel grid: pixel size 20 x 20 differs from a.tif's 10 x 10 (raster-grid)",
+    ]
+
+
+def test_dtype_and_band_count_consistency(tmp_path: Path) -> None:
+    infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500640.0, "dtype": "float32", "count": 2}})
+    findings = check_raster_set(infos, None, Policy())
+    assert [(f.rule, f.severity, f.message) for f in findings] == [
+        ("raster-consistency", "warning", "b.tif: dtype float32 differs from a.tif's uint8 (raster-consistency)"),
+        ("raster-consistency", "warning", "b.tif: band count 2 differs from a.tif's 1 (raster-consistency)"),
+    ]
+
+
+def test_labels_outside_footprint(tmp_path: Path) -> None:
+    infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500640.0}})
+    union = footprint_union(infos, Policy().target)
+    minx, miny, _maxx, _maxy = union.bounds
+    assert minx == pytest.approx(15.0, abs=1e-3)  # UTM 33N, easting 500000: 15 E
+    inside = [minx + 0.0001, miny + 0.0001, minx + 0.0002, miny + 0.0002]
+    outside = [minx - 1, miny, minx + 0.0001, miny + 0.0001]
+    findings = check_raster_set(infos, {"labels/in.geojson": inside, "labels/out.geojson": outside}, Policy())
+    assert [(f.rule, f.severity, f.path) for f in findings] == [("footprint", "warning", "labels/out.geojson")]
+    assert "labels extend outside the imagery footprint" in findings[0].message
+    assert "not within the union of 2 raster(s)" in findings[0].message
