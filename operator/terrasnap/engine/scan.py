@@ -13,7 +13,8 @@ RASTER_SUFFIXES = (".tif", ".tiff")
 # Side files of a shapefile are part of the layer, not opaque assets of their own.
 SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 IGNORED_DIRS = {".git", ".dvc"}
-IGNORED_FILES = {".gitignore", ".dvcignore"}
+# DVC's own files describe the source's pipeline; they are recorded beside the manifest, not as data.
+IGNORED_FILES = {".gitignore", ".dvcignore", "dvc.yaml", "dvc.lock"}
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def scan(root: Path) -> list[Entry]:
                     escapes.append(f"{p.relative_to(root).as_posix()} -> {os.readlink(p)}")
                 dirnames.remove(name)  # never walk into linked directories: their files would count twice
         for name in filenames:
-            if name in IGNORED_FILES:
+            if name in IGNORED_FILES or name.endswith(".dvc"):
                 continue
             p = here / name
             rel = p.relative_to(root).as_posix()
