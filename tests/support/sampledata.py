@@ -78,8 +78,8 @@ def make_demo(root: Path) -> Path:
     write_geojson(root / "labels" / "roads.geojson", [
         feature([[LON0 + 0.001 * i, LAT0], [LON0 + 0.001 * i, LAT0 + 0.01]], {"id": i}, "LineString") for i in range(10)
     ])
-    # UTM 32N tiles covering the labels, 5120 m apart = 256 px of 20 m: on one grid.
-    write_raster(root / "imagery" / "tile_a.tif", origin=(376000.0, 5200000.0), res=20.0, seed=1)
-    write_raster(root / "imagery" / "tile_b.tif", origin=(381120.0, 5200000.0), res=20.0, seed=2)
+    # UTM 32N tiles covering the labels, 5120 m apart = 512 px of 10 m: on one grid, tiled, with overviews.
+    write_raster(root / "imagery" / "tile_a.tif", origin=(376000.0, 5200000.0), size=512, seed=1)
+    write_raster(root / "imagery" / "tile_b.tif", origin=(381120.0, 5200000.0), size=512, seed=2)
     (root / "README.txt").write_text("Sample data made by terrasnap's demo.\n")
     return root

@@ -82,7 +82,8 @@ def build_report(raw: Path, policy: Policy, out: Path | None, prefix: str = "raw
         "summary": {
             "features": int(counts.get("features", 0)),
             "repaired": int(counts.get("repaired", 0)),
-            "rejected": int(counts.get("skipped", 0)) + int(counts.get("dropped", 0)),
+            # features that did not reach the normalized output: skipped, null, empty, collapsed
+            "rejected": max(0, int(counts.get("features", 0)) - int(counts.get("written", 0))),
             "warnings": sum(int(f.get("count", 1)) for f in findings if f.get("severity") == "warning"),
             "errors": sum(int(f.get("count", 1)) for f in findings if f.get("severity") == "error"),
         },
