@@ -233,7 +233,7 @@ def build() -> Path:
     return Path(out[-1])
 
 
-def up(owner: str = "make") -> dict:
+def up(owner: str = "make", user: int | None = None) -> dict:
     sd = state_dir()
     bin_dir = build()
     with locked(sd):
@@ -243,13 +243,18 @@ def up(owner: str = "make") -> dict:
             if owner == "make" and st.get("owner") != "make":
                 st["owner"] = "make"  # an explicit `make cluster` keeps it up past the pytest session
                 save(st, sd)
-            return st
-        if st:
-            log("found a stale cluster state; cleaning it up")
-            _down_locked(sd, st)
-        t0 = time.time()
-        st = _start(sd, bin_dir, owner)
-        log(f"cluster up in {time.time() - t0:.1f}s")
+        else:
+            if st:
+                log("found a stale cluster state; cleaning it up")
+                _down_locked(sd, st)
+            t0 = time.time()
+            st = _start(sd, bin_dir, owner)
+            log(f"cluster up in {time.time() - t0:.1f}s")
+        if user:
+            import psutil
+
+            (sd / "users").mkdir(parents=True, exist_ok=True)
+            (sd / "users" / str(user)).write_text(f"{user} {psutil.Process(user).create_time()}")
         return st
 
 
@@ -413,6 +418,34 @@ def _rm_state(sd: Path) -> None:
     shutil.rmtree(sd, ignore_errors=True)
 
 
+def _live_users(sd: Path) -> list[Path]:
+    import psutil
+
+    live = []
+    for f in (sd / "users").glob("*"):
+        try:
+            pid, ctime = f.read_text().split()
+            if abs(psutil.Process(int(pid)).create_time() - float(ctime)) < 1.0:
+                live.append(f)
+                continue
+        except Exception:
+            pass
+        f.unlink(missing_ok=True)
+    return live
+
+
+def release(pid: int) -> bool:
+    """Drop PID's use; stop the cluster if a test session started it and nobody else uses it now."""
+    sd = state_dir()
+    with locked(sd):
+        (sd / "users" / str(pid)).unlink(missing_ok=True)
+        st = load(sd)
+        if st and st.get("owner") == "pytest" and not _live_users(sd):
+            _down_locked(sd, st)
+            return True
+    return False
+
+
 def down() -> None:
     sd = state_dir()
     with locked(sd):
@@ -424,15 +457,21 @@ def main() -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
     u.add_argument("--owner", default="make", choices=["make", "pytest"])
+    u.add_argument("--user", type=int, help="register this pid as a user (pytest sessions)")
+    r = sub.add_parser("release")
+    r.add_argument("--user", type=int, required=True)
     sub.add_parser("down")
     sub.add_parser("status")
     sub.add_parser("env")
     sub.add_parser("build")
     a = ap.parse_args()
-    if a.cmd == "up":
-        st = up(a.owner)
+    if a.cmd == "release":
+        print("stopped" if release(a.user) else "still in use")
+    elif a.cmd == "up":
+        st = up("pytest" if a.user else a.owner, a.user)
+        sys.stderr.flush()
         print(f"# kubectl: {st['bin_dir']}/kubectl   (or: eval \"$(python {Path(__file__).relative_to(REPO)} env)\")")
-        print(st["kubeconfig"])
+        print(st["kubeconfig"], flush=True)
     elif a.cmd == "down":
         down()
     elif a.cmd == "build":

@@ -68,6 +68,33 @@ def ensure_target(path, is_dir):
         open(path, "a").close()
 
 
+def in_root(root, path, create_dir_parents=True):
+    """The host path of PATH inside the container root, following symlinks *within* the root (so an
+    absolute link such as /var/run -> /run stays inside it, like a container runtime's securejoin)."""
+    parts = [p for p in path.split("/") if p and p != "."]
+    cur = root
+    hops = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            cur = os.path.dirname(cur) if cur != root else root
+            if not (cur + "/").startswith(root.rstrip("/") + "/"):
+                cur = root
+            continue
+        nxt = os.path.join(cur, part)
+        if os.path.islink(nxt):
+            hops += 1
+            if hops > 40:
+                raise OSError(40, f"too many levels of symbolic links in {path}")
+            target = os.readlink(nxt)
+            if target.startswith("/"):
+                cur = root
+            parts = [p for p in target.split("/") if p and p != "."] + parts
+            continue
+        cur = nxt
+    return cur
+
+
 def host_mounts():
     """Mount points of the host (this namespace's copy), outermost first."""
     out = []
@@ -93,7 +120,8 @@ def main():
     os.makedirs(root, exist_ok=True)
     mount("overlay", root, "overlay", 0,
           f"lowerdir=/,upperdir={spec['upper']},workdir={spec['work']}")
-    R = lambda p: os.path.join(root, p.lstrip("/"))  # noqa: E731
+    def R(p):
+        return in_root(root, p)
 
     # 3. host mounts (/proc, /sys, others), a private /dev
     skip_prefixes = ("/dev", root, spec.get("state", root))

@@ -1,0 +1,1 @@
+"""The terrasnap test control plane (see README.md here)."""
