@@ -29,8 +29,13 @@ def write_labels(path: Path, n: int = 300, nudge: float = 0.0) -> Path:
         ring = [[x, 0], [x + 0.005, 0], [x + 0.005, 0.005], [x, 0.005], [x, 0]]
         if i % 97 == 3:
             ring = [[x, 0], [x + 0.005, 0.005], [x + 0.005, 0], [x, 0.005], [x, 0]]  # bow-tie
-        feats.append({"type": "Feature", "properties": {"i": i, "name": f"f{i}", "w": i * 0.5},
-                      "geometry": {"type": "Polygon", "coordinates": [ring]}})
+        feats.append(
+            {
+                "type": "Feature",
+                "properties": {"i": i, "name": f"f{i}", "w": i * 0.5},
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+            }
+        )
     path.write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
     return path
 
@@ -49,13 +54,20 @@ def test_geo_metadata_is_geoparquet_1_1(tmp_path: Path) -> None:
     assert col["bbox"] == pytest.approx([0.0, 0.0, 0.495, 0.005])
     assert col["covering"] == {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
     schema = pq.read_schema(out)
-    assert schema.field("bbox").type == pa.struct([(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")])
+    assert schema.field("bbox").type == pa.struct(
+        [(k, pa.float64()) for k in ("xmin", "ymin", "xmax", "ymax")]
+    )
     assert schema.names == ["i", "name", "w", "geometry", "bbox"]
     # per-row bbox matches the geometry
     t = pq.read_table(out)
     df = gpd.read_parquet(out)
     b = shapely.bounds(df.geometry.values)
-    assert np.allclose(np.array([t["bbox"].combine_chunks().field(k).to_numpy() for k in ("xmin", "ymin", "xmax", "ymax")]).T, b)
+    assert np.allclose(
+        np.array(
+            [t["bbox"].combine_chunks().field(k).to_numpy() for k in ("xmin", "ymin", "xmax", "ymax")]
+        ).T,
+        b,
+    )
     assert len(df) == 300 and df.crs.to_epsg() == 4326
     meta = pq.ParquetFile(out).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"

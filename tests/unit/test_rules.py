@@ -20,20 +20,33 @@ from terrasnap.engine.validate.rules import (
 BOWTIE = "POLYGON ((0 0, 1 1, 1 0, 0 1, 0 0))"
 SQUARE = "POLYGON ((0 0, 1 0, 1 1, 0 1, 0 0))"
 # a ring with its first and last points different: GEOS refuses to build it, so only WKB can carry it
-UNCLOSED_WKB = bytes.fromhex("01030000000100000004000000") + np.array(
-    [[0, 0], [1, 0], [1, 1], [0, 1]], dtype="<f8").tobytes()
+UNCLOSED_WKB = (
+    bytes.fromhex("01030000000100000004000000")
+    + np.array([[0, 0], [1, 0], [1, 1], [0, 1]], dtype="<f8").tobytes()
+)
 
 
-def run(geoms: list[object], mode: str = "reject", *, src: str = "EPSG:4326", target: str = "EPSG:4326",
-        offset: int = 0, promote: int | None = None, footprint: object = None):
+def run(
+    geoms: list[object],
+    mode: str = "reject",
+    *,
+    src: str = "EPSG:4326",
+    target: str = "EPSG:4326",
+    offset: int = 0,
+    promote: int | None = None,
+    footprint: object = None,
+):
     policy = Policy(invalid_geometry=mode, target_crs=target)  # type: ignore[arg-type]
     src_crs = CRS.from_user_input(src)
-    ctx = LayerContext(policy, src_crs.is_geographic, make_transformer(src_crs, policy.target), promote, footprint)
-    wkb = np.array([g if (g is None or isinstance(g, bytes)) else shapely.from_wkt(g).wkb for g in geoms],
-                   dtype=object)
+    ctx = LayerContext(
+        policy, src_crs.is_geographic, make_transformer(src_crs, policy.target), promote, footprint
+    )
+    wkb = np.array(
+        [g if (g is None or isinstance(g, bytes)) else shapely.from_wkt(g).wkb for g in geoms], dtype=object
+    )
     stats = LayerStats()
     col = Collector("labels/a.geojson")
-    keep, out = check_batch(wkb, offset, ctx, stats, col)
+    keep, out, _changed = check_batch(wkb, offset, ctx, stats, col)
     finish_layer(ctx, stats, col)
     return keep, out, stats, col.finish()
 
@@ -55,9 +68,12 @@ def test_bowtie_reject_is_an_error_with_reason_and_location() -> None:
     keep, _, stats, findings = run([SQUARE, BOWTIE], offset=16)
     assert keep.tolist() == [True, False]
     assert messages(findings) == [
-        "labels/a.geojson: feature 17: Self-intersection at or near point (0.5 0.5) (is_valid)"]
+        "labels/a.geojson: feature 17: Self-intersection at or near point (0.5 0.5) (is_valid)"
+    ]
     assert findings[0].severity == "error" and findings[0].feature == 17
-    assert stats.invalid == 1 and stats.rejected == 1 and dict(stats.invalid_reasons) == {"Self-intersection": 1}
+    assert (
+        stats.invalid == 1 and stats.rejected == 1 and dict(stats.invalid_reasons) == {"Self-intersection": 1}
+    )
 
 
 def test_bowtie_repair_keeps_both_lobes() -> None:
@@ -71,7 +87,8 @@ def test_bowtie_repair_keeps_both_lobes() -> None:
     assert [f.severity for f in findings] == ["warning"]
     assert findings[0].message == (
         "labels/a.geojson: feature 0: Self-intersection at or near point (0.5 0.5): repaired with make_valid: "
-        "Polygon area 0 -> MultiPolygon area 0.5 (repaired)")
+        "Polygon area 0 -> MultiPolygon area 0.5 (repaired)"
+    )
 
 
 def test_bowtie_skip_drops_and_counts() -> None:
@@ -95,16 +112,23 @@ def test_repair_that_collapses_drops_with_warning() -> None:
     keep, _, stats, findings = run(["POLYGON ((0 0, 1 0, 2 0, 0 0))"], "repair")
     assert keep.tolist() == [False]
     assert stats.collapsed == 1
-    assert findings[0].rule == "repair-collapsed" and "make_valid left no polygon geometry" in findings[0].message
+    assert (
+        findings[0].rule == "repair-collapsed"
+        and "make_valid left no polygon geometry" in findings[0].message
+    )
 
 
 def test_nan_coordinate_is_an_error_even_under_repair() -> None:
-    nan_poly = bytes.fromhex("01030000000100000004000000") + np.array(
-        [[0, 0], [np.nan, 0], [1, 1], [0, 0]], dtype="<f8").tobytes()
+    nan_poly = (
+        bytes.fromhex("01030000000100000004000000")
+        + np.array([[0, 0], [np.nan, 0], [1, 1], [0, 0]], dtype="<f8").tobytes()
+    )
     for mode in ("reject", "repair"):
         keep, _, stats, findings = run([nan_poly, SQUARE], mode)
         assert keep.tolist() == [False, True]
-        assert messages(findings) == ["labels/a.geojson: feature 0: non-finite coordinate (nan 0) (coord-nonfinite)"]
+        assert messages(findings) == [
+            "labels/a.geojson: feature 0: non-finite coordinate (nan 0) (coord-nonfinite)"
+        ]
         assert findings[0].severity == "error"
     keep, _, stats, findings = run([nan_poly], "skip")
     assert keep.tolist() == [False] and stats.skipped == 1 and findings[0].severity == "warning"
@@ -112,7 +136,9 @@ def test_nan_coordinate_is_an_error_even_under_repair() -> None:
 
 def test_infinite_coordinate() -> None:
     _, _, _, findings = run([shapely.Point(np.inf, 1).wkb])
-    assert messages(findings) == ["labels/a.geojson: feature 0: non-finite coordinate (inf 1) (coord-nonfinite)"]
+    assert messages(findings) == [
+        "labels/a.geojson: feature 0: non-finite coordinate (inf 1) (coord-nonfinite)"
+    ]
 
 
 def test_latitude_out_of_range_in_geographic_crs() -> None:
@@ -148,7 +174,8 @@ def test_unclosed_ring_reject_repair_skip() -> None:
     keep, _, _, findings = run([UNCLOSED_WKB])
     assert keep.tolist() == [False]
     assert messages(findings) == [
-        "labels/a.geojson: feature 0: polygon ring is not closed (first and last points differ) (ring-unclosed)"]
+        "labels/a.geojson: feature 0: polygon ring is not closed (first and last points differ) (ring-unclosed)"
+    ]
     keep, out, stats, findings = run([UNCLOSED_WKB], "repair")
     assert keep.tolist() == [True] and out[0].equals(shapely.from_wkt(SQUARE)) and stats.repaired == 1
     assert findings[0].severity == "warning"
@@ -165,7 +192,9 @@ def test_too_short_ring() -> None:
 
 def test_mixed_geometry_families_warn_but_polygon_multipolygon_does_not() -> None:
     _, _, _, findings = run([SQUARE, "POINT (0 0)"])
-    assert messages(findings) == ["labels/a.geojson: mixed geometry types: Point (1), Polygon (1) (geometry-mixed)"]
+    assert messages(findings) == [
+        "labels/a.geojson: mixed geometry types: Point (1), Polygon (1) (geometry-mixed)"
+    ]
     _, _, _, findings = run([SQUARE, "MULTIPOLYGON (((0 0, 1 0, 1 1, 0 0)))"])
     assert findings == []
 
@@ -207,6 +236,8 @@ def test_footprint_counts_features_outside() -> None:
     shapely.prepare(fp)
     _, _, stats, findings = run([SQUARE, "POINT (5 5)", "POINT (1 1)"], footprint=fp)
     assert stats.outside_footprint == 1
-    assert messages(findings)[-1] == \
-        "labels/a.geojson: 1 of 3 features lie outside the imagery footprint (footprint)"
+    assert (
+        messages(findings)[-1]
+        == "labels/a.geojson: 1 of 3 features lie outside the imagery footprint (footprint)"
+    )
     assert findings[-1].count == 1

@@ -18,12 +18,32 @@ from terrasnap.engine.validate.raster import footprint_union
 UTM = "EPSG:32633"
 
 
-def make_tif(path: Path, *, x0: float = 500000.0, y0: float = 5000000.0, res: float = 10.0, size: int = 64,
-             crs: str | None = UTM, nodata: float | None = 0, dtype: str = "uint8", count: int = 1,
-             driver: str = "GTiff", transform: Any = "auto", **kw: Any) -> Path:
+def make_tif(
+    path: Path,
+    *,
+    x0: float = 500000.0,
+    y0: float = 5000000.0,
+    res: float = 10.0,
+    size: int = 64,
+    crs: str | None = UTM,
+    nodata: float | None = 0,
+    dtype: str = "uint8",
+    count: int = 1,
+    driver: str = "GTiff",
+    transform: Any = "auto",
+    **kw: Any,
+) -> Path:
     t = Affine(res, 0.0, x0, 0.0, -res, y0) if transform == "auto" else transform
-    profile: dict[str, Any] = {"driver": driver, "width": size, "height": size, "count": count, "dtype": dtype,
-                               "crs": crs, "nodata": nodata, **kw}
+    profile: dict[str, Any] = {
+        "driver": driver,
+        "width": size,
+        "height": size,
+        "count": count,
+        "dtype": dtype,
+        "crs": crs,
+        "nodata": nodata,
+        **kw,
+    }
     if t is not None:
         profile["transform"] = t
     with warnings.catch_warnings():
@@ -56,23 +76,31 @@ def test_raster_without_crs_is_an_error(tmp_path: Path) -> None:
 
 
 def test_raster_without_crs_assumed(tmp_path: Path) -> None:
-    info = inspect_raster(make_tif(tmp_path / "n.tif", crs=None), "n.tif",
-                          Policy(require_cog="ignore", missing_crs="assume:EPSG:32633"))
+    info = inspect_raster(
+        make_tif(tmp_path / "n.tif", crs=None),
+        "n.tif",
+        Policy(require_cog="ignore", missing_crs="assume:EPSG:32633"),
+    )
     assert info.ok and rules(info.findings) == [("raster-crs-missing", "warning")] and info.epsg == 32633
 
 
 def test_identity_transform_is_an_error(tmp_path: Path) -> None:
     info = inspect_raster(make_tif(tmp_path / "i.tif", transform=None), "i.tif", Policy(require_cog="ignore"))
     assert ("raster-transform", "error") in rules(info.findings)
-    assert "i.tif: no geotransform (identity transform) (raster-transform)" in [f.message for f in info.findings]
+    assert "i.tif: no geotransform (identity transform) (raster-transform)" in [
+        f.message for f in info.findings
+    ]
     assert info.transform is None
 
 
 def test_nodata_unset_is_a_warning(tmp_path: Path) -> None:
     info = inspect_raster(make_tif(tmp_path / "z.tif", nodata=None), "z.tif", Policy(require_cog="ignore"))
     assert info.ok and [f.message for f in info.findings] == ["z.tif: nodata is not set (raster-nodata)"]
-    info = inspect_raster(make_tif(tmp_path / "z2.tif", nodata=None), "z2.tif",
-                          Policy(require_cog="ignore", require_nodata="error"))
+    info = inspect_raster(
+        make_tif(tmp_path / "z2.tif", nodata=None),
+        "z2.tif",
+        Policy(require_cog="ignore", require_nodata="error"),
+    )
     assert not info.ok
 
 
@@ -80,7 +108,8 @@ def test_cog_detection(tmp_path: Path) -> None:
     plain = inspect_raster(make_tif(tmp_path / "p.tif", size=1024), "p.tif")
     assert plain.cog is False
     assert [f.message for f in plain.findings] == [
-        "p.tif: not a Cloud-Optimized GeoTIFF: not tiled, no overviews (raster-cog)"]
+        "p.tif: not a Cloud-Optimized GeoTIFF: not tiled, no overviews (raster-cog)"
+    ]
     cog = inspect_raster(make_tif(tmp_path / "c.tif", size=1024, driver="COG"), "c.tif")
     assert cog.cog is True and cog.tiled and cog.overviews == [2] and cog.layout == "COG"
     assert cog.findings == []
@@ -90,7 +119,9 @@ def test_not_a_raster(tmp_path: Path) -> None:
     p = tmp_path / "x.tif"
     p.write_bytes(b"not a tiff")
     info = inspect_raster(p, "x.tif")
-    assert rules(info.findings) == [("parse", "error")] and info.findings[0].message.startswith("x.tif: cannot open raster")
+    assert rules(info.findings) == [("parse", "error")] and info.findings[0].message.startswith(
+        "x.tif: cannot open raster"
+    )
 
 
 def _infos(tmp_path: Path, specs: dict[str, dict[str, Any]]) -> list[Any]:
@@ -108,7 +139,8 @@ def test_misaligned_rasters(tmp_path: Path) -> None:
     infos = _infos(tmp_path, {"b.tif": {"x0": 500645.0}, "a.tif": {}})
     findings = check_raster_set(infos, None, Policy())
     assert [f.message for f in findings] == [
-        "b.tif: rasters not on one pixel grid: b.tif origin is 0.5 px off a.tif's grid (0.5 px in x) (raster-grid)"]
+        "b.tif: rasters not on one pixel grid: b.tif origin is 0.5 px off a.tif's grid (0.5 px in x) (raster-grid)"
+    ]
     assert findings[0].severity == "error"
     # a sub-tolerance difference (float noise) is not a misalignment
     infos = _infos(tmp_path, {"a.tif": {}, "d.tif": {"x0": 500640.0 + 1e-9}})
@@ -131,7 +163,11 @@ def test_dtype_and_band_count_consistency(tmp_path: Path) -> None:
     infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500640.0, "dtype": "float32", "count": 2}})
     findings = check_raster_set(infos, None, Policy())
     assert [(f.rule, f.severity, f.message) for f in findings] == [
-        ("raster-consistency", "warning", "b.tif: dtype float32 differs from a.tif's uint8 (raster-consistency)"),
+        (
+            "raster-consistency",
+            "warning",
+            "b.tif: dtype float32 differs from a.tif's uint8 (raster-consistency)",
+        ),
         ("raster-consistency", "warning", "b.tif: band count 2 differs from a.tif's 1 (raster-consistency)"),
     ]
 
@@ -144,6 +180,8 @@ def test_labels_outside_footprint(tmp_path: Path) -> None:
     inside = [minx + 0.0001, miny + 0.0001, minx + 0.0002, miny + 0.0002]
     outside = [minx - 1, miny, minx + 0.0001, miny + 0.0001]
     findings = check_raster_set(infos, {"labels/in.geojson": inside, "labels/out.geojson": outside}, Policy())
-    assert [(f.rule, f.severity, f.path) for f in findings] == [("footprint", "warning", "labels/out.geojson")]
+    assert [(f.rule, f.severity, f.path) for f in findings] == [
+        ("footprint", "warning", "labels/out.geojson")
+    ]
     assert "labels extend outside the imagery footprint" in findings[0].message
     assert "not within the union of 2 raster(s)" in findings[0].message

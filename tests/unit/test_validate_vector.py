@@ -56,7 +56,8 @@ def test_malformed_json(tmp_path: Path) -> None:
     assert not r.ok
     assert [f.message for f in r.findings] == [
         "labels/bad.geojson: malformed JSON: Expecting property name enclosed in double quotes: "
-        "line 1 column 63 (char 62) (parse)"]
+        "line 1 column 63 (char 62) (parse)"
+    ]
 
 
 def test_empty_file(tmp_path: Path) -> None:
@@ -92,7 +93,9 @@ def test_missing_crs_reject(tmp_path: Path) -> None:
     src = _shapefile_without_crs(tmp_path)
     r = validate_vector(src, Policy(), "labels/nocrs.shp", tmp_path / "out.parquet")
     assert rules(r) == [("crs-missing", "error")]
-    assert "labels/nocrs.shp: no CRS" in r.findings[0].message and "missing_crs=reject" in r.findings[0].message
+    assert (
+        "labels/nocrs.shp: no CRS" in r.findings[0].message and "missing_crs=reject" in r.findings[0].message
+    )
     assert r.layers[0].epsg is None and r.layers[0].crs_wkt is None
     assert not (tmp_path / "out.parquet").exists()
 
@@ -111,11 +114,15 @@ def test_missing_crs_assume(tmp_path: Path) -> None:
 
 def test_nan_coordinates(tmp_path: Path) -> None:
     src = tmp_path / "nan.geojson"
-    src.write_text('{"type":"FeatureCollection","features":[' + json.dumps(feature(poly(SQUARE))) + ","
-                   '{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":'
-                   '[[[0,0],[NaN,0],[1,1],[0,0]]]}}]}')
+    src.write_text(
+        '{"type":"FeatureCollection","features":[' + json.dumps(feature(poly(SQUARE))) + ","
+        '{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":'
+        "[[[0,0],[NaN,0],[1,1],[0,0]]]}}]}"
+    )
     r = validate_vector(src, Policy(invalid_geometry="repair"), "nan.geojson")
-    assert [f.message for f in r.findings] == ["nan.geojson: feature 1: non-finite coordinate (nan 0) (coord-nonfinite)"]
+    assert [f.message for f in r.findings] == [
+        "nan.geojson: feature 1: non-finite coordinate (nan 0) (coord-nonfinite)"
+    ]
     assert not r.ok
 
 
@@ -123,7 +130,8 @@ def test_out_of_range_latitude(tmp_path: Path) -> None:
     src = write_geojson(tmp_path / "lat.geojson", [feature({"type": "Point", "coordinates": [12.5, 91.0]})])
     r = validate_vector(src, Policy(), "lat.geojson")
     assert [f.message for f in r.findings] == [
-        "lat.geojson: feature 0: coordinate (12.5 91) outside lon/lat range [-180, 180] x [-90, 90] (coord-range)"]
+        "lat.geojson: feature 0: coordinate (12.5 91) outside lon/lat range [-180, 180] x [-90, 90] (coord-range)"
+    ]
 
 
 @pytest.mark.parametrize("mode", ["reject", "repair", "skip"])
@@ -135,7 +143,8 @@ def test_bowtie_file(tmp_path: Path, mode: str) -> None:
     assert la.invalid == 1 and la.invalid_reasons == {"Self-intersection": 1}
     if mode == "reject":
         assert [f.message for f in r.findings] == [
-            "labels/b.geojson: feature 1: Self-intersection at or near point (0.5 0.5) (is_valid)"]
+            "labels/b.geojson: feature 1: Self-intersection at or near point (0.5 0.5) (is_valid)"
+        ]
         assert not r.ok and not out.exists()
         return
     assert r.ok
@@ -157,7 +166,8 @@ def test_unclosed_ring_file(tmp_path: Path) -> None:
     src = write_geojson(tmp_path / "u.geojson", [feature(poly([[0, 0], [1, 0], [1, 1], [0, 1]]))])
     r = validate_vector(src, Policy(), "u.geojson")
     assert [f.message for f in r.findings] == [
-        "u.geojson: feature 0: polygon ring is not closed (first and last points differ) (ring-unclosed)"]
+        "u.geojson: feature 0: polygon ring is not closed (first and last points differ) (ring-unclosed)"
+    ]
     r = validate_vector(src, Policy(invalid_geometry="repair"), "u.geojson", tmp_path / "u.parquet")
     assert r.ok and r.layers[0].repaired == 1
     assert gpd.read_parquet(tmp_path / "u.parquet").geometry.iloc[0].area == pytest.approx(1.0)
@@ -167,16 +177,22 @@ def test_null_geometry_file(tmp_path: Path) -> None:
     src = write_geojson(tmp_path / "n.geojson", [feature(None, i=0), feature(poly(SQUARE), i=1)])
     r = validate_vector(src, Policy(), "n.geojson", tmp_path / "n.parquet")
     assert r.ok and rules(r) == [("geometry-null", "warning")]
-    assert r.findings[0].message == "n.geojson: feature 0: null geometry; dropped from the normalized output (geometry-null)"
+    assert (
+        r.findings[0].message
+        == "n.geojson: feature 0: null geometry; dropped from the normalized output (geometry-null)"
+    )
     assert r.layers[0].null == 1 and r.layers[0].written == 1
     assert list(gpd.read_parquet(tmp_path / "n.parquet")["i"]) == [1]
 
 
 def test_mixed_types(tmp_path: Path) -> None:
-    src = write_geojson(tmp_path / "m.geojson", [feature(poly(SQUARE)), feature({"type": "Point", "coordinates": [0, 0]})])
+    src = write_geojson(
+        tmp_path / "m.geojson", [feature(poly(SQUARE)), feature({"type": "Point", "coordinates": [0, 0]})]
+    )
     r = validate_vector(src, Policy(), "m.geojson")
     assert r.ok and [f.message for f in r.findings] == [
-        "m.geojson: mixed geometry types: Point (1), Polygon (1) (geometry-mixed)"]
+        "m.geojson: mixed geometry types: Point (1), Polygon (1) (geometry-mixed)"
+    ]
     multi = {"type": "MultiPolygon", "coordinates": [[SQUARE]]}
     src2 = write_geojson(tmp_path / "m2.geojson", [feature(poly(SQUARE)), feature(multi)])
     assert validate_vector(src2, Policy(), "m2.geojson").findings == []
@@ -189,7 +205,8 @@ def test_rfc7946_legacy_wgs84_crs_member_is_a_warning(tmp_path: Path, name: str)
     r = validate_vector(src, Policy(), "c.geojson")
     assert r.ok
     assert [f.message for f in r.findings] == [
-        f"c.geojson: legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored (rfc7946-crs)"]
+        f"c.geojson: legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored (rfc7946-crs)"
+    ]
 
 
 def test_rfc7946_projected_crs_member_is_an_error(tmp_path: Path) -> None:
@@ -207,8 +224,11 @@ def test_crs_member_found_after_features_in_big_file(tmp_path: Path, monkeypatch
     monkeypatch.setattr(vector_mod, "_HEAD_BYTES", 256)
     monkeypatch.setattr(vector_mod, "_TAIL_BYTES", 200)
     feats = [feature(poly(SQUARE), name="crs") for _ in range(20)]
-    body = {"type": "FeatureCollection", "features": feats,
-            "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}}
+    body = {
+        "type": "FeatureCollection",
+        "features": feats,
+        "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}},
+    }
     src = tmp_path / "late.geojson"
     src.write_text(json.dumps(body))
     assert vector_mod.geojson_crs_member(str(src))[0] is True
@@ -217,14 +237,20 @@ def test_crs_member_found_after_features_in_big_file(tmp_path: Path, monkeypatch
     assert vector_mod.geojson_crs_member(str(src)) == (False, None)
     body["crs"] = {"type": "name", "properties": {"name": "EPSG:4326"}}
     src.write_text(json.dumps({"crs": body.pop("crs"), **body}))
-    assert vector_mod.geojson_crs_member(str(src)) == (True, {"type": "name", "properties": {"name": "EPSG:4326"}})
+    assert vector_mod.geojson_crs_member(str(src)) == (
+        True,
+        {"type": "name", "properties": {"name": "EPSG:4326"}},
+    )
 
 
 def test_geopackage_every_layer(tmp_path: Path) -> None:
     src = tmp_path / "d.gpkg"
     gpd.GeoDataFrame({"k": [1]}, geometry=[shapely.box(0, 0, 1, 1)], crs=4326).to_file(src, layer="roads")
-    gpd.GeoDataFrame({"k": [2, 3]}, geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(
-        json.dumps(poly(BOWTIE)))], crs=4326).to_file(src, layer="fields")
+    gpd.GeoDataFrame(
+        {"k": [2, 3]},
+        geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(json.dumps(poly(BOWTIE)))],
+        crs=4326,
+    ).to_file(src, layer="fields")
     r = validate_vector(src, Policy(invalid_geometry="repair"), "d.gpkg", tmp_path / "n" / "d.gpkg.parquet")
     assert r.ok and r.format == "GPKG"
     by = {la.name: la for la in r.layers}
@@ -240,8 +266,9 @@ def test_geopackage_every_layer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("ext", "driver"), [(".fgb", "FlatGeobuf"), (".shp", "ESRI Shapefile")])
 def test_other_ogr_formats(tmp_path: Path, ext: str, driver: str) -> None:
     src = tmp_path / f"f{ext}"
-    gpd.GeoDataFrame({"k": [1, 2]}, geometry=[shapely.box(500000, 5000000, 500010, 5000010)] * 2,
-                     crs=32633).to_file(src, driver=driver)
+    gpd.GeoDataFrame(
+        {"k": [1, 2]}, geometry=[shapely.box(500000, 5000000, 500010, 5000010)] * 2, crs=32633
+    ).to_file(src, driver=driver)
     r = validate_vector(src, Policy(), f"f{ext}", tmp_path / "f.parquet")
     assert r.ok and r.layers[0].epsg == 32633 and r.layers[0].written == 2
     assert gpd.read_parquet(tmp_path / "f.parquet").crs.to_epsg() == 4326
@@ -249,11 +276,16 @@ def test_other_ogr_formats(tmp_path: Path, ext: str, driver: str) -> None:
 
 def test_geoparquet_input(tmp_path: Path) -> None:
     src = tmp_path / "g.parquet"
-    gpd.GeoDataFrame({"k": [1, 2]}, geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(json.dumps(poly(BOWTIE)))],
-                     crs=3035).to_parquet(src, write_covering_bbox=True)
+    gpd.GeoDataFrame(
+        {"k": [1, 2]},
+        geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(json.dumps(poly(BOWTIE)))],
+        crs=3035,
+    ).to_parquet(src, write_covering_bbox=True)
     r = validate_vector(src, Policy(), "g.parquet")
     assert r.format == "GeoParquet" and r.layers[0].epsg == 3035
-    assert [f.message for f in r.findings] == ["g.parquet: feature 1: Self-intersection at or near point (0.5 0.5) (is_valid)"]
+    assert [f.message for f in r.findings] == [
+        "g.parquet: feature 1: Self-intersection at or near point (0.5 0.5) (is_valid)"
+    ]
 
 
 def test_geoparquet_with_unknown_crs_is_missing_crs(tmp_path: Path) -> None:
@@ -263,20 +295,42 @@ def test_geoparquet_with_unknown_crs_is_missing_crs(tmp_path: Path) -> None:
     assert rules(r) == [("crs-missing", "error")]
 
 
-def test_plain_parquet_is_a_parse_error(tmp_path: Path) -> None:
+def test_plain_parquet_is_a_warning_not_a_layer(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     src = tmp_path / "t.parquet"
     pq.write_table(pa.table({"a": [1]}), src)
-    r = validate_vector(src, Policy(), "t.parquet")
+    r = validate_vector(src, Policy(), "t.parquet", tmp_path / "o.parquet")
+    assert r.ok and r.layers == []
     assert [f.message for f in r.findings] == [
-        "t.parquet: cannot read: not GeoParquet: the Parquet file has no 'geo' metadata (parse)"]
+        "t.parquet: no 'geo' metadata: a plain Parquet table, not a GeoParquet layer; kept as a raw file, "
+        "not normalized (not-geoparquet)"]
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_geoparquet_native_encoding(tmp_path: Path) -> None:
+    src = tmp_path / "n.parquet"
+    gpd.GeoDataFrame({"k": [1, 2]}, geometry=[shapely.box(0, 0, 1, 1), shapely.from_geojson(json.dumps(poly(BOWTIE)))],
+                     crs=4326).to_parquet(src, geometry_encoding="geoarrow")
+    r = validate_vector(src, Policy(invalid_geometry="repair"), "n.parquet", tmp_path / "o.parquet")
+    assert r.ok and r.layers[0].repaired == 1 and r.layers[0].written == 2
+    assert gpd.read_parquet(tmp_path / "o.parquet").geometry.iloc[1].area == pytest.approx(0.5)
+
+
+def test_empty_feature_collection(tmp_path: Path) -> None:
+    src = write_geojson(tmp_path / "e.geojson", [])
+    r = validate_vector(src, Policy(), "e.geojson", tmp_path / "e.parquet")
+    assert r.ok and r.layers[0].features == 0 and r.layers[0].bbox is None
+    df = gpd.read_parquet(tmp_path / "e.parquet")
+    assert len(df) == 0
 
 
 def test_streaming_across_batches(tmp_path: Path) -> None:
-    feats = [feature(poly([[i / 10, 0], [i / 10 + 0.1, 0], [i / 10 + 0.1, 1], [i / 10, 0]]), i=i)
-             for i in range(1050)]
+    feats = [
+        feature(poly([[i / 10, 0], [i / 10 + 0.1, 0], [i / 10 + 0.1, 1], [i / 10, 0]]), i=i)
+        for i in range(1050)
+    ]
     feats[1037] = feature(poly(BOWTIE), i=1037)
     feats[5] = feature(None, i=5)
     src = write_geojson(tmp_path / "big.geojson", feats)
@@ -287,6 +341,7 @@ def test_streaming_across_batches(tmp_path: Path) -> None:
     assert [f.feature for f in r.findings if f.rule == "repaired"] == [1037]
     assert [f.feature for f in r.findings if f.rule == "geometry-null"] == [5]
     import pyarrow.parquet as pq
+
     assert pq.ParquetFile(out).num_row_groups == 11  # one per batch: streamed, not collected
     df = gpd.read_parquet(out)
     assert len(df) == 1049 and df["i"].iloc[1036] == 1037
@@ -301,7 +356,9 @@ def test_check_vector_set_mixed_crs(tmp_path: Path) -> None:
     results = [validate_vector(p, Policy(), p.name) for p in (c, a, b)]
     findings = check_vector_set(results, Policy())
     assert [(f.rule, f.severity, f.path) for f in findings] == [("crs-mixed", "error", "c.gpkg")]
-    assert findings[0].message == ("c.gpkg: CRS EPSG:32633 differs from a.geojson's EPSG:4326 (2 of the layers "
-                                   "use that); mixed CRSs across files (crs-mixed)")
+    assert findings[0].message == (
+        "c.gpkg: CRS EPSG:32633 differs from a.geojson's EPSG:4326 (2 of the layers "
+        "use that); mixed CRSs across files (crs-mixed)"
+    )
     assert [f.severity for f in check_vector_set(results, Policy(mixed_crs="warn"))] == ["warning"]
     assert check_vector_set(results[1:], Policy()) == []

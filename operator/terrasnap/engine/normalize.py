@@ -68,6 +68,14 @@ def geo_metadata(crs: CRS, geometry_types: list[str], bbox: list[float] | None) 
     return {"version": GEOPARQUET_VERSION, "primary_column": GEOMETRY_COLUMN, "columns": {GEOMETRY_COLUMN: column}}
 
 
+# Fixed WKB flavour for geometries we encode: ISO, little-endian, Z kept.
+WKB_OPTIONS: dict[str, Any] = {"byte_order": 1, "flavor": "iso", "output_dimension": 3}
+
+
+def encode_wkb(geoms: np.ndarray) -> pa.Array:
+    return pa.array(shapely.to_wkb(geoms, **WKB_OPTIONS), pa.binary())
+
+
 def _attribute_name(name: str) -> str:
     # Our own two columns win; a source attribute with the same name gets a trailing underscore.
     while name in (GEOMETRY_COLUMN, BBOX_COLUMN):
@@ -93,9 +101,10 @@ class GeoParquetWriter:
         self._bbox: list[float] | None = None
         self.rows = 0
 
-    def write(self, attributes: pa.Table | pa.RecordBatch, geoms: np.ndarray) -> None:
+    def write(self, attributes: pa.Table | pa.RecordBatch, geoms: np.ndarray, wkb: Any = None) -> None:
         """attributes: the kept rows' attribute columns (in the schema's order); geoms: their
-        shapely geometries in the target CRS, none missing or empty."""
+        shapely geometries in the target CRS, none missing or empty. wkb (optional): their WKB when
+        already at hand (an Arrow binary array or an object array of bytes), which saves encoding."""
         if len(geoms) == 0:
             return
         assert self._writer is not None, "writer already closed"
@@ -108,11 +117,16 @@ class GeoParquetWriter:
              float(bounds[:, 3].max())]
         self._bbox = b if self._bbox is None else [min(self._bbox[0], b[0]), min(self._bbox[1], b[1]),
                                                    max(self._bbox[2], b[2]), max(self._bbox[3], b[3])]
-        wkb = shapely.to_wkb(geoms, byte_order=1, flavor="iso", output_dimension=3)
+        if wkb is None:
+            wkb = encode_wkb(geoms)
+        elif not isinstance(wkb, pa.Array | pa.ChunkedArray):
+            wkb = pa.array(wkb, pa.binary())
         bbox = pa.StructArray.from_arrays([pa.array(bounds[:, k], pa.float64()) for k in range(4)],
                                           fields=list(BBOX_TYPE))
         columns = [attributes.column(name) for name in self._names]
-        table = pa.Table.from_arrays([*columns, pa.array(wkb, pa.binary()), bbox], schema=self.schema)
+        if wkb.type != pa.binary():
+            wkb = wkb.cast(pa.binary())
+        table = pa.Table.from_arrays([*columns, wkb, bbox], schema=self.schema)
         self._writer.write_table(table, row_group_size=max(len(table), 1))
         self.rows += len(table)
 

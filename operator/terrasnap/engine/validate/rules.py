@@ -125,20 +125,21 @@ def _keep_family(geom: Any, family_ids: tuple[int, ...]) -> Any:
     return shapely.multipoints(parts)
 
 
-def _promote(geoms: np.ndarray, family_type: int) -> np.ndarray:
-    """Single -> Multi for a layer declared Multi* (so Polygon+MultiPolygon becomes one type)."""
+def _promote(geoms: np.ndarray, family_type: int) -> tuple[np.ndarray, np.ndarray]:
+    """Single -> Multi for a layer declared Multi* (so Polygon+MultiPolygon becomes one type).
+    Returns the geometries and the mask of those promoted."""
     single = {6: 3, 5: 1, 4: 0}[family_type]
-    ids = shapely.get_type_id(geoms)
-    sel = np.flatnonzero(ids == single)
+    promoted = shapely.get_type_id(geoms) == single
+    sel = np.flatnonzero(promoted)
     if len(sel):
         maker = {6: shapely.multipolygons, 5: shapely.multilinestrings, 4: shapely.multipoints}[family_type]
         geoms = geoms.copy()
         geoms[sel] = maker(geoms[sel], indices=np.arange(len(sel)))
-    return geoms
+    return geoms, promoted
 
 
 def _parse(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerStats, col: Collector,
-           bad: np.ndarray, drop: np.ndarray) -> np.ndarray:
+           bad: np.ndarray, drop: np.ndarray, changed: np.ndarray) -> np.ndarray:
     """WKB -> geometries. Unclosed rings do not even parse (GEOS refuses them), so those are
     re-parsed one by one for the reason, then closed (repair), dropped (skip) or rejected."""
     with warnings.catch_warnings():
@@ -167,6 +168,7 @@ def _parse(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerStats, c
                 fixed = shapely.from_wkb(wkb[i], on_invalid="fix")
         if fixed is not None and not shapely.is_missing(fixed):
             geoms[i] = fixed
+            changed[i] = True
             # validity of the closed ring is checked by the is_valid rule below; count it repaired here
             stats.repaired += 1
             col.add(rule, "warning", f"{what}; repaired by closing the ring", offset + i)
@@ -181,12 +183,13 @@ def _parse(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerStats, c
 
 
 def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerStats,
-                col: Collector) -> tuple[np.ndarray, np.ndarray]:
+                col: Collector) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Run every geometry rule on one batch.
 
     wkb: object array of bytes/None (one per feature); offset: index of wkb[0] in the layer.
-    Returns (keep, geoms): keep[i] says feature i goes to the normalized output, geoms are the
-    final geometries in the target CRS (only meaningful where keep).
+    Returns (keep, geoms, changed): keep[i] says feature i goes to the normalized output, geoms are
+    the final geometries in the target CRS (only meaningful where keep), changed[i] that geoms[i]
+    differs from the input (repaired, reprojected, promoted): the others can reuse their input WKB.
     """
     n = len(wkb)
     stats.features += n
@@ -194,8 +197,9 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
     mode = policy.invalid_geometry
     bad = np.zeros(n, dtype=bool)  # has an error: file is rejected
     drop = np.zeros(n, dtype=bool)  # intentionally left out of the output (null, empty, skipped)
+    changed = np.zeros(n, dtype=bool)
 
-    geoms = _parse(wkb, offset, ctx, stats, col, bad, drop)
+    geoms = _parse(wkb, offset, ctx, stats, col, bad, drop, changed)
 
     # null / empty geometries: a warning, never an error; they carry no label.
     missing = shapely.is_missing(geoms) & ~bad & ~drop
@@ -301,6 +305,7 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
                 a1 = float(shapely.area(after))
                 t1 = TYPE_NAMES[int(shapely.get_type_id(after))]
                 geoms[i] = after
+                changed[i] = True
                 stats.repaired += 1
                 stats.area_before += a0
                 stats.area_after += a1
@@ -330,10 +335,12 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
                         f"reprojecting ({fmt_xy(c1[h])}) to {policy.target_crs} gives non-finite coordinates",
                         offset + i)
         out[idx_live] = moved
+        changed[idx_live] = True
     keep = ~drop & ~bad
     idx_keep = np.flatnonzero(keep)
     if ctx.promote_multi is not None and len(idx_keep):
-        out[idx_keep] = _promote(out[idx_keep], ctx.promote_multi)
+        out[idx_keep], promoted = _promote(out[idx_keep], ctx.promote_multi)
+        changed[idx_keep[promoted]] = True
     if len(idx_keep):
         kept = out[idx_keep]
         for t, c in zip(*np.unique(shapely.get_type_id(kept), return_counts=True), strict=True):
@@ -345,7 +352,7 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
             stats.outside_footprint += int((~shapely.covered_by(kept, ctx.footprint)).sum())
     stats.rejected += int(bad.sum())
     stats.written += len(idx_keep)
-    return keep, out
+    return keep, out, changed
 
 
 def finish_layer(ctx: LayerContext, stats: LayerStats, col: Collector) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
+import threading
 import warnings
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ import shapely
 from pyogrio.raw import open_arrow
 from pyproj import CRS
 
-from terrasnap.engine.normalize import GeoParquetWriter, normalized_relpath
+from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import (
@@ -169,7 +171,7 @@ def _ogr_layers(path: str) -> list[str]:
     return [str(name) for name, _ in pyogrio.list_layers(path)]
 
 
-def _open_ogr(stack: ExitStack, path: str, layer: str, batch_size: int) -> _Layer:
+def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int) -> _Layer:
     meta, reader = stack.enter_context(open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True))
     geom_col = meta.get("geometry_name") or "wkb_geometry"
     schema = reader.schema
@@ -185,16 +187,33 @@ def _open_ogr(stack: ExitStack, path: str, layer: str, batch_size: int) -> _Laye
     return _Layer(layer, crs, meta.get("geometry_type") if has_geom else None, attrs, batches())
 
 
+class NotGeoParquet(ValueError):
+    """A Parquet file without `geo` metadata: a table, not a layer."""
+
+
+_NATIVE_ENCODINGS = ("point", "linestring", "polygon", "multipoint", "multilinestring", "multipolygon")
+
+
+def _native_to_wkb(arr: pa.Array, encoding: str) -> np.ndarray:
+    # GeoParquet 1.1 "native" (GeoArrow) encodings: geopandas knows the layouts; go through shapely.
+    from geopandas.io._geoarrow import construct_shapely_array
+
+    geoms = construct_shapely_array(arr, f"geoarrow.{encoding}")
+    out: np.ndarray = shapely.to_wkb(geoms, byte_order=1, flavor="iso")
+    return out
+
+
 def _open_geoparquet(path: str, batch_size: int) -> _Layer:
     pf = pq.ParquetFile(path)
     raw = (pf.schema_arrow.metadata or {}).get(b"geo")
     if raw is None:
-        raise ValueError("not GeoParquet: the Parquet file has no 'geo' metadata")
+        raise NotGeoParquet("no 'geo' metadata: a plain Parquet table, not a GeoParquet layer")
     geo = json.loads(raw)
     col = geo["primary_column"]
     colmeta = geo["columns"][col]
-    if colmeta.get("encoding", "WKB").upper() != "WKB":
-        raise ValueError(f"GeoParquet encoding {colmeta.get('encoding')!r} is not supported (only WKB)")
+    encoding = str(colmeta.get("encoding", "WKB")).lower()
+    if encoding != "wkb" and encoding not in _NATIVE_ENCODINGS:
+        raise ValueError(f"GeoParquet encoding {colmeta.get('encoding')!r} is not supported")
     # GeoParquet: an absent crs means OGC:CRS84; an explicit null means "unknown".
     if "crs" not in colmeta:
         crs: CRS | None = CRS.from_user_input("OGC:CRS84")
@@ -211,10 +230,54 @@ def _open_geoparquet(path: str, batch_size: int) -> _Layer:
 
     def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
         for batch in pf.iter_batches(batch_size=batch_size):
-            wkb = batch.column(col).to_numpy(zero_copy_only=False)
+            gcol = batch.column(col)
+            wkb = gcol.to_numpy(zero_copy_only=False) if encoding == "wkb" else _native_to_wkb(gcol, encoding)
             yield batch.select([n for n in attrs.names]), wkb
 
     return _Layer(None, crs, declared, attrs, batches())
+
+
+_END = object()
+
+
+def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Produce `items` on a thread, `depth` ahead: GDAL parses the next batch while this thread runs
+    the rules on the current one (both release the GIL), so one big file uses two cores.
+    Exceptions from the producer are re-raised here; stopping early stops the producer."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consumer, which raises it where it is read
+            put(exc)
+
+    t = threading.Thread(target=run, name="terrasnap-prefetch", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
 
 
 # --- GeoJSON specifics: the legacy `crs` member, read cheaply --------------------------------------
@@ -330,7 +393,8 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
         return fail("empty file (0 bytes)")
 
     try:
-        layer_names: list[str | None] = [None] if fmt_name == "GeoParquet" else list(_ogr_layers(path))
+        # Only a GeoPackage has several layers; listing a GeoJSON's layers costs GDAL a full parse.
+        layer_names: list[str | None] = list(_ogr_layers(path)) if fmt_name == "GPKG" else [None]
     except Exception as exc:  # pyogrio DataSourceError etc.: GDAL's message is what the user needs
         msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot open: {exc}"
         return fail(msg)
@@ -355,7 +419,13 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
             result.layers.append(lres)
             try:
                 layer = (_open_geoparquet(path, batch_size) if fmt_name == "GeoParquet"
-                         else _open_ogr(stack, path, str(lname), batch_size))
+                         else _open_ogr(stack, path, lname, batch_size))
+            except NotGeoParquet as exc:
+                # a data table next to the labels is legitimate: kept as a raw file, not normalized
+                result.layers.pop()
+                lcol.add("not-geoparquet", "warning", f"{exc}; kept as a raw file, not normalized")
+                result.findings.extend(lcol.finish())
+                continue
             except Exception as exc:
                 msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot read: {exc}"
                 lcol.add("parse", "error", msg)
@@ -405,10 +475,15 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
-                    for attrs, wkb in layer.batches:
-                        keep, geoms = check_batch(wkb, offset, ctx, stats, lcol)
+                    for attrs, wkb in prefetch(layer.batches):
+                        keep, geoms, changed = check_batch(wkb, offset, ctx, stats, lcol)
                         if writer is not None and keep.any():
-                            writer.write(attrs.filter(pa.array(keep)), geoms[keep])
+                            # unchanged geometries keep their input WKB: no re-encoding
+                            out_wkb = wkb[keep]
+                            redo = np.flatnonzero(changed[keep])
+                            if len(redo):
+                                out_wkb[redo] = shapely.to_wkb(geoms[keep][redo], **WKB_OPTIONS)
+                            writer.write(attrs.filter(pa.array(keep)), geoms[keep], out_wkb)
                         offset += len(wkb)
             except Exception as exc:  # a parse error in the middle of a stream: report, where
                 msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or str(exc)
