@@ -20,15 +20,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-
 from tests.controlplane.testing import Cluster, KubectlError, wait_for  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,7 +58,7 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 def cluster() -> Iterator[Cluster]:
     me = os.getpid()
     p = subprocess.run([sys.executable, str(CLUSTER_PY), "up", "--user", str(me)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                       capture_output=True, text=True)
     if p.returncode != 0:
         pytest.fail(f"could not start the test cluster:\n{p.stderr[-5000:]}", pytrace=False)
     kubeconfig = p.stdout.strip().splitlines()[-1]

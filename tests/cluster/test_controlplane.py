@@ -4,7 +4,6 @@ and a node that really runs pods. Each test asserts on something only the real c
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import textwrap
 import time
@@ -13,7 +12,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from tests.controlplane.testing import Cluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
@@ -193,7 +191,7 @@ def test_job_completes_with_termination_message(cluster: Cluster, namespace: str
     assert t["exitCode"] == 0 and t["reason"] == "Completed"
     assert json.loads(t["message"]) == {"answer": 42, "pod": p["metadata"]["name"]}
     # kubectl logs goes apiserver -> the node's kubelet endpoint
-    logs = cluster.kubectl("logs", f"job/answer", namespace=namespace).stdout
+    logs = cluster.kubectl("logs", "job/answer", namespace=namespace).stdout
     assert logs == f"hello from {p['metadata']['name']}\n"
 
 

@@ -100,17 +100,16 @@ def _proc_alive(rec: dict) -> bool:
 def _spawn(name: str, argv: list[str], sd: Path, env: dict | None = None) -> dict:
     import psutil
 
-    logf = open(sd / "logs" / f"{name}.log", "ab")
-    p = subprocess.Popen(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=logf,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env=env or os.environ.copy(),
-        cwd=sd,
-    )
-    logf.close()
+    with open(sd / "logs" / f"{name}.log", "ab") as logf:
+        p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env or os.environ.copy(),
+            cwd=sd,
+        )
     return {"pid": p.pid, "create_time": psutil.Process(p.pid).create_time(), "argv": argv}
 
 

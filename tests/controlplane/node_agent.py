@@ -509,8 +509,8 @@ class PodWorker:
             uid = 65532 if non_root else 0
         if non_root and uid == 0:
             raise ConfigError("CreateContainerConfigError",
-                              "container's runAsUser breaks non-root policy (pod: %s, container: %s)"
-                              % (f"{self.name}_{self.ns}({self.uid})", c["name"]))
+                              f"container's runAsUser breaks non-root policy (pod: {self.name}_{self.ns}({self.uid}), "
+                              f"container: {c['name']})")
         if gid is None:
             gid = uid if uid != 0 else 0
         groups = list(psc.get("supplementalGroups") or [])
@@ -821,14 +821,14 @@ class PodWorker:
                 grace = self.grace()
                 self.event("Killing", f"Stopping container(s) {', '.join(main)}")
                 threads = []
-                for key, p in list(self.procs.items()):
+                for p in list(self.procs.values()):
                     if p.poll() is None:
                         t = threading.Thread(target=self.kill, args=(p, grace), daemon=True)
                         t.start()
                         threads.append(t)
                 for t in threads:
                     t.join()
-                for key, p in list(self.procs.items()):
+                for p in list(self.procs.values()):
                     c = p.container  # type: ignore[attr-defined]
                     if p.returncode is not None and self._state(c, p.init)["state"].get("running"):  # type: ignore[attr-defined]
                         self._terminated(c, p, p.restarts, p.returncode, init=p.init)  # type: ignore[attr-defined]
@@ -895,7 +895,7 @@ class PodWorker:
             self.kill(p, 0)
         self.phase = "Failed"
         self.reason = "DeadlineExceeded"
-        self.message = (f"Pod was active on the node longer than the specified deadline")
+        self.message = ("Pod was active on the node longer than the specified deadline")
         self.event("DeadlineExceeded", self.message, "Warning")
         self.push_status(force=True)
 
@@ -1029,6 +1029,7 @@ class Agent:
         self.tls = (a.tls_cert, a.tls_key, a.client_ca)
         self.workers: dict[str, PodWorker] = {}
         self.finished: dict[tuple[str, str], str] = {}  # (ns, name) -> uid of a finished pod, for logs
+        self.done: set[str] = set()  # uids of pods whose worker ended: never run twice
         self.wlock = threading.Lock()
         self.stopping = threading.Event()
         mem_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
@@ -1198,18 +1199,18 @@ class Agent:
         if node != self.node_name:
             return
         phase = (pod.get("status") or {}).get("phase", "Pending")
+        if uid in self.done or (self.state / "pods" / uid / "done").exists():
+            phase = "Succeeded"  # ran here already; a late event with an older phase must not start it again
         if phase in ("Succeeded", "Failed"):
-            if md.get("deletionTimestamp") and (self.state / "pods" / uid).exists() is False:
-                threading.Thread(target=self._final_delete, args=(pod,), daemon=True).start()
-            elif md.get("deletionTimestamp"):
+            if md.get("deletionTimestamp"):  # nothing runs: let the object go (the kubelet's final delete)
                 threading.Thread(target=self._final_delete, args=(pod,), daemon=True).start()
             else:
                 self.finished.setdefault((md["namespace"], md["name"]), uid)
             return
         if self.stopping.is_set():
             return
-        if phase == "Running" and not (self.state / "pods" / uid).exists():
-            pass  # started by an earlier agent whose state is gone: run it again from scratch
+        # A pod already Running that this agent does not know was started by an earlier agent process (its
+        # processes died with it): it runs again from the start, as after a node reboot.
         w = PodWorker(self, pod)
         with self.wlock:
             self.workers[uid] = w
@@ -1225,6 +1226,9 @@ class Agent:
 
     def worker_done(self, w: PodWorker) -> None:
         with self.wlock:
+            self.done.add(w.uid)
+            with contextlib.suppress(OSError):
+                (w.dir / "done").touch()
             self.workers.pop(w.uid, None)
             if w.deleted:
                 self.cleanup_pod_dir(w.uid, w.ns, w.name)

@@ -17,6 +17,7 @@ its own session (the agent kills the process group). Steps:
 6. chroot, setgroups/setgid/setuid, no_new_privs if allowPrivilegeEscalation is false, umask, exec.
 """
 
+import contextlib
 import ctypes
 import ctypes.util
 import json
@@ -107,7 +108,8 @@ def host_mounts():
 
 
 def main():
-    spec = json.load(open(sys.argv[1]))
+    with open(sys.argv[1]) as f:
+        spec = json.load(f)
     root = spec["root"]
 
     if libc.unshare(CLONE_NEWNS) != 0:
@@ -183,10 +185,8 @@ def main():
                 except OSError:
                     break
                 if stat.S_ISDIR(st.st_mode) and not st.st_mode & 0o001:
-                    try:
+                    with contextlib.suppress(OSError):  # e.g. inside a read-only bind mount
                         os.chmod(R(d), stat.S_IMODE(st.st_mode) | 0o011)
-                    except OSError:
-                        pass  # e.g. inside a read-only bind mount
 
     cwd = spec.get("cwd") or "/"
     if not os.path.isdir(R(cwd)):
