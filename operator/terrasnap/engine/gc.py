@@ -218,8 +218,8 @@ class GCReport:
 
 
 class GCRun:
-    """One GC. Steps in order: begin, load_roots, scan_manifests, read_registrations, expand_dirs, list, plan,
-    delete_batch (until it returns False), finish. `run()` does them all."""
+    """One GC. Steps in order: begin, load_roots, scan_manifests, read_registrations, expand_dirs, list_store,
+    plan, then per batch prepare_batch (re-check) and apply_batch (delete), finish. `run()` does them all."""
 
     def __init__(
         self,
@@ -263,6 +263,7 @@ class GCRun:
         self.queue: list[ObjectInfo] = []
         self.folder_queue: list[ManifestFolder] = []
         self.protected_folders: set[str] = set()
+        self.prepared: tuple[list[ObjectInfo], list[ManifestFolder]] = ([], [])
         self.seq = 0
         self.marker_expires = 0.0
         self.closed = False
@@ -384,20 +385,37 @@ class GCRun:
         return self.dry_run or self.clock() < self.marker_expires - self.skew
 
     def delete_batch(self) -> bool:
-        """Delete the next batch; False when nothing is left. Raises GCFailedClosed to stop deleting."""
+        """Re-check, then delete the next batch; False when nothing is left. GCFailedClosed stops deleting."""
+        if not self.prepare_batch():
+            return False
+        self.apply_batch()
+        return True
+
+    def prepare_batch(self) -> bool:
+        """Bump the marker, re-read registrations, take the next batch minus what they protect."""
         if not self.queue and not self.folder_queue:
             return False
         protected = self._recheck()
         if self.queue:
             batch, self.queue = self.queue[: self.batch_size], self.queue[self.batch_size :]
-            batch = [o for o in batch if o.md5 not in protected]
             self.report.kept_inflight += sum(1 for o in batch if o.md5 in protected)
+            self.prepared = ([o for o in batch if o.md5 not in protected], [])
+        else:
+            folders, self.folder_queue = self.folder_queue[: self.batch_size], self.folder_queue[self.batch_size :]
+            self.prepared = ([], [f for f in folders if f.rel not in self.protected_folders])
+        return True
+
+    def apply_batch(self) -> None:
+        """Delete the prepared batch (nothing on a dry run), as long as our marker lease holds."""
+        objects, folders = self.prepared
+        self.prepared = ([], [])
+        if objects:
             if not self._lease_ok():
                 raise GCFailedClosed(f"GC {self.id}: marker lease lapsed mid-batch; stopping")
             failed: dict[str, str] = (
-                {} if self.dry_run else dict(self.store.delete_many(Store.object_rel(o.md5) for o in batch))
+                {} if self.dry_run else dict(self.store.delete_many(Store.object_rel(o.md5) for o in objects))
             )
-            for obj in batch:
+            for obj in objects:
                 rel = Store.object_rel(obj.md5)
                 if rel in failed:
                     self.report.errors.append(f"deleting {rel}: {failed[rel]}")
@@ -405,11 +423,7 @@ class GCRun:
                 else:
                     self.report.deleted.append(obj.md5)
                     self.report.freed_bytes += obj.size
-            return True
-        folders, self.folder_queue = self.folder_queue[: self.batch_size], self.folder_queue[self.batch_size :]
         for folder in folders:
-            if folder.rel in self.protected_folders:
-                continue
             if not self._lease_ok():
                 raise GCFailedClosed(f"GC {self.id}: marker lease lapsed mid-batch; stopping")
             # manifest.parquet first: a half-deleted folder is then an unpublished one
@@ -420,7 +434,6 @@ class GCRun:
                 self.report.errors.extend(f"deleting {rel}: {err}" for rel, err in failures)
             else:
                 self.report.manifests_deleted.append(folder.rel)
-        return True
 
     def finish(self) -> GCReport:
         """Write the report (also on a dry run), drop expired registrations and stale markers, unmark."""
@@ -469,8 +482,10 @@ class GCRun:
         yield "list"
         self.plan()
         yield "plan"
-        while self.delete_batch():
-            yield "delete_batch"
+        while self.prepare_batch():
+            yield "recheck"
+            self.apply_batch()
+            yield "delete"
 
     def run(self) -> GCReport:
         try:
