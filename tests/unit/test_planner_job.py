@@ -73,7 +73,7 @@ def test_job_labels_owner_and_command() -> None:
         "--store", "gs://acme/dvc", "--endpoint", "http://127.0.0.1:4443",
         "--name", "buildings", "--namespace", "ml-data",
         "--target-crs", "EPSG:3857", "--invalid-geometry", "repair", "--missing-crs", "reject",
-        "--result-file", "/dev/termination-log", "--workdir", "/work",
+        "--result-file", "/dev/termination-log", "--workdir", "/workspace",
     ]  # fmt: skip
     assert container["terminationMessagePolicy"] == "File"
     assert container["terminationMessagePath"] == "/dev/termination-log"
@@ -105,7 +105,7 @@ def test_restricted_pod_security() -> None:
         assert sc["runAsNonRoot"] is True
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes[mounts["/work"]] and "emptyDir" in volumes[mounts["/tmp"]]
+    assert "emptyDir" in volumes[mounts["/workspace"]] and "emptyDir" in volumes[mounts["/tmp"]]
     allowed = {"emptyDir", "secret", "persistentVolumeClaim", "configMap", "projected", "downwardAPI", "name"}
     for volume in pod["volumes"]:
         assert set(volume) <= allowed  # restricted allows only these volume types

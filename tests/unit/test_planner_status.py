@@ -252,3 +252,13 @@ def test_inputs_not_mutated() -> None:
     st.observed(pending, 1, st.JobView.from_job(job(active=1)), None, T1)
     st.invalid(pending, 1, "X", "y", T1)
     assert json.dumps(pending, sort_keys=True) == frozen
+
+
+def test_retrying_job_stays_running_without_new_events() -> None:
+    running = st.observed(st.planned({}, 1, "b-1-abcde", T0), 1, st.JobView.from_job(job(active=1)), None, T1)
+    between = st.observed(running, 1, st.JobView.from_job(job(failed=1)), None, T2)
+    assert between["phase"] == "Running"
+    reconciling = cond.get_condition(between["conditions"], "Reconciling")
+    assert reconciling is not None and reconciling["reason"] == "JobRetrying"
+    assert "1 failed attempt" in reconciling["message"]
+    assert st.events(running, between) == []

@@ -9,7 +9,7 @@ API verbs used (for the chart's RBAC):
   datasetsnapshots/status: patch.
 - terrasnap.io snapshotstores: get, list, watch, patch (annotations); snapshotstores/status: patch.
 - batch jobs: get, list, watch, create, delete.  batch cronjobs: get, create, patch (operator namespace).
-- core pods: list (to read termination messages).  core events: create (kopf posts them; events.k8s.io not used).
+- core pods: list (to read termination messages).  core serviceaccounts: create (the worker SA per namespace).  core events: create (kopf posts them; events.k8s.io not used).
 - core secrets: get (the Secrets stores name), create + delete (per-Job copies in snapshot namespaces and the
   GC copy in the operator's namespace) — only when a store's Secret lives in another namespace.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
@@ -48,7 +48,7 @@ from terrasnap.planner import names
 from terrasnap.planner import status as st
 from terrasnap.planner.common import SecretCopy, owner_reference, secret_copy_manifest
 from terrasnap.planner.cronjob import cronjob_differs, plan_gc_cronjob
-from terrasnap.planner.job import CONTAINER, JobPlan, plan_job
+from terrasnap.planner.job import CONTAINER, JobPlan, plan_job, worker_service_account
 
 log = logging.getLogger("terrasnap.operator")
 
@@ -57,6 +57,7 @@ log = logging.getLogger("terrasnap.operator")
 class Context:
     config: OperatorConfig
     kube: k.Kube
+    service_accounts: set[str] = field(default_factory=set)  # namespaces with the worker SA ensured
 
 
 _context: Context | None = None
@@ -101,7 +102,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: no deletion handlers, no finalizers
     # Silent watch freezes (kopf #585, #810): bounded server and client timeouts, then re-list.
-    settings.watching.server_timeout = float(os.environ.get("TERRASNAP_WATCH_SERVER_TIMEOUT", "270"))
+    settings.watching.server_timeout = int(os.environ.get("TERRASNAP_WATCH_SERVER_TIMEOUT", "270"))
     settings.watching.client_timeout = float(os.environ.get("TERRASNAP_WATCH_CLIENT_TIMEOUT", "300"))
     settings.watching.connect_timeout = 10
     settings.networking.connect_timeout = 10
@@ -169,6 +170,7 @@ def _reconcile_snapshot(obj: dict[str, Any]) -> None:
             _write_invalid(path, generation, "CredentialsNotFound", message, now)
             raise kopf.TemporaryError(message, delay=30)
 
+    _ensure_worker_service_account(namespace)
     _, created = ctx.kube.create(k.jobs_path(namespace), plan.manifest)
     if created:
         metrics.JOBS_CREATED.inc()
@@ -177,6 +179,14 @@ def _reconcile_snapshot(obj: dict[str, Any]) -> None:
         path, lambda fresh: st.planned(fresh.get("status"), generation, plan.name, now)
     )
     _announce(result)
+
+
+def _ensure_worker_service_account(namespace: str) -> None:
+    ctx = context()
+    if namespace in ctx.service_accounts:
+        return
+    ctx.kube.create(k.service_accounts_path(namespace), worker_service_account(namespace, ctx.config))
+    ctx.service_accounts.add(namespace)
 
 
 def _write_invalid(path: str, generation: int, reason: str, message: str, now: str) -> None:

@@ -184,3 +184,7 @@ def pods_path(namespace: str) -> str:
 def secrets_path(namespace: str, name: str | None = None) -> str:
     base = f"/api/v1/namespaces/{_q(namespace)}/secrets"
     return f"{base}/{_q(name)}" if name else base
+
+
+def service_accounts_path(namespace: str) -> str:
+    return f"/api/v1/namespaces/{_q(namespace)}/serviceaccounts"

@@ -54,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     # kubernetes/urllib3 debug logs would print request headers (tokens): keep them quiet.
     for noisy in ("urllib3", "kubernetes"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs every handler run of every object at INFO; our own transitions are logged instead.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     if args.metrics_port:
         from prometheus_client import start_http_server

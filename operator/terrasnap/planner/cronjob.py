@@ -11,6 +11,7 @@ from terrasnap.api.constants import LABEL_STORE
 from terrasnap.api.models import StoreSpec
 from terrasnap.planner import names
 from terrasnap.planner.common import (
+    WORKSPACE,
     Manifest,
     SecretCopy,
     base_env,
@@ -75,7 +76,7 @@ def plan_gc_cronjob(store_obj: Mapping[str, Any], config: OperatorConfig) -> Cro
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": mounts,
-        "workingDir": "/work",
+        "workingDir": WORKSPACE,
     }
     manifest: Manifest = {
         "apiVersion": "batch/v1",

@@ -16,6 +16,7 @@ from terrasnap.api.constants import (
 from terrasnap.api.models import VOLUME_MOUNT, SnapshotSpec, StoreSpec
 from terrasnap.planner import names
 from terrasnap.planner.common import (
+    WORKSPACE,
     Manifest,
     SecretCopy,
     base_env,
@@ -58,7 +59,7 @@ def command_args(snapshot_name: str, namespace: str, spec: SnapshotSpec, store: 
         args += ["--endpoint", store.endpoint]
     args += ["--name", snapshot_name, "--namespace", namespace]
     args += spec.validation.arguments()
-    args += ["--result-file", RESULT_FILE, "--workdir", "/work"]
+    args += ["--result-file", RESULT_FILE, "--workdir", WORKSPACE]
     return args
 
 
@@ -143,7 +144,7 @@ def plan_job(
         "terminationMessagePath": RESULT_FILE,
         "terminationMessagePolicy": "File",
         "volumeMounts": mounts,
-        "workingDir": "/work",
+        "workingDir": WORKSPACE,
     }
     manifest: Manifest = {
         "apiVersion": "batch/v1",
@@ -191,3 +192,18 @@ def _resources(requested: Mapping[str, Any] | None, defaults: Mapping[str, Any])
     if limits:
         result["limits"] = limits
     return result
+
+
+def worker_service_account(namespace: str, config: OperatorConfig) -> Manifest:
+    """The worker ServiceAccount the operator keeps in each namespace with snapshots: no API rights are
+    bound to it and its token is never mounted (the Job's pods report through termination messages)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": config.worker_service_account,
+            "namespace": namespace,
+            "labels": base_labels("worker"),
+        },
+        "automountServiceAccountToken": False,
+    }

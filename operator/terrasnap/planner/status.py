@@ -203,21 +203,28 @@ def observed(
     if job.started_at:
         new["startedAt"] = job.started_at
     if job.state in ("pending", "running"):
-        phase = RUNNING if job.state == "running" else PENDING
+        # A Job that already lost a pod is retrying: it stays Running between attempts.
+        retrying = job.failed_pods > 0
+        phase = RUNNING if job.state == "running" or retrying else PENDING
         new["phase"] = phase
         new.pop("completedAt", None)
-        what = "running" if phase == RUNNING else "waiting for its pod"
-        if job.failed_pods:
-            what += f" (retry after {job.failed_pods} failed attempt{'s' if job.failed_pods > 1 else ''})"
+        what = (
+            "running"
+            if job.state == "running"
+            else "waiting for its next pod"
+            if retrying
+            else "waiting for its pod"
+        )
+        if retrying:
+            what += f" (after {job.failed_pods} failed attempt{'s' if job.failed_pods > 1 else ''})"
+        reason = "JobRetrying" if retrying else "JobRunning" if phase == RUNNING else "JobPending"
         new["conditions"] = cond.kstatus(
             current.get("conditions"),
             generation=generation,
             when=now,
             ready="Unknown",
             ready_reason=Reason("Progressing", f"Job {job.name} is {what}"),
-            reconciling=Reason(
-                "JobRunning" if phase == RUNNING else "JobPending", f"Job {job.name} is {what}"
-            ),
+            reconciling=Reason(reason, f"Job {job.name} is {what}"),
         )
         return new
     new["completedAt"] = job.completed_at or now
