@@ -36,15 +36,28 @@ _HERE = Path(__file__).resolve().parent
 # ---------------------------------------------------------------------------------------------------------
 
 
+_build_error: str | None = None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: `-m "not cluster"` must see the marker
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    wanted = False
     for item in items:
         if _HERE in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
-            wanted = True
-    if wanted and not config.getoption("collectonly"):
-        # Build (cold: minutes) before the first test, so no test's timeout includes it.
-        subprocess.run(["bash", str(CONTROLPLANE / "build.sh")], check=True, stdout=subprocess.DEVNULL)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the Kubernetes binaries (cold: minutes; cached: instant) before the first test, so no test's
+    timeout includes the build; only if a cluster test was selected."""
+    global _build_error
+    if session.config.getoption("collectonly"):
+        return
+    if not any(item.get_closest_marker("cluster") for item in session.items):
+        return
+    p = subprocess.run(["bash", str(CONTROLPLANE / "build.sh")], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if p.returncode != 0:
+        _build_error = p.stderr[-5000:]
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -56,6 +69,8 @@ def pytest_runtest_makereport(item: pytest.Item, call):
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
+    if _build_error is not None:
+        pytest.fail(f"could not build the test control plane:\n{_build_error}", pytrace=False)
     me = os.getpid()
     p = subprocess.run([sys.executable, str(CLUSTER_PY), "up", "--user", str(me)],
                        capture_output=True, text=True)
