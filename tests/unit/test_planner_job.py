@@ -105,7 +105,9 @@ def test_restricted_pod_security() -> None:
         assert sc["runAsNonRoot"] is True
     mounts = {m["mountPath"]: m["name"] for m in pod["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert "emptyDir" in volumes[mounts["/workspace"]] and "emptyDir" in volumes[mounts["/tmp"]]
+    assert "emptyDir" in volumes[mounts["/workspace"]]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["HOME"] == env["TMPDIR"] == "/workspace"  # the only writable place
     allowed = {"emptyDir", "secret", "persistentVolumeClaim", "configMap", "projected", "downwardAPI", "name"}
     for volume in pod["volumes"]:
         assert set(volume) <= allowed  # restricted allows only these volume types

@@ -61,6 +61,8 @@ class Context:
 
 
 _context: Context | None = None
+# Set by run.main: watching the whole cluster needs no namespace scanning (and no RBAC for it).
+WATCH_CLUSTERWIDE = True
 
 
 def context() -> Context:
@@ -109,8 +111,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     # Only the Jobs we made, filtered by the apiserver.
     settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
-    # No CRD/namespace scanning (fewer RBAC rules): the resources are known.
-    settings.scanning.disabled = True
+    # No CRD/namespace scanning (fewer RBAC rules) when cluster-wide; namespace globs (-n 'team-*') need it.
+    settings.scanning.disabled = WATCH_CLUSTERWIDE
     # kopf would turn handler log lines into Events; we post our own on transitions.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "terrasnap-operator"

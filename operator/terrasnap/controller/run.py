@@ -18,7 +18,7 @@ def parser() -> argparse.ArgumentParser:
         "-n",
         action="append",
         default=[],
-        help="watch only these namespaces (repeatable; default: the whole cluster)",
+        help="watch only these namespaces, globs allowed (repeatable; default: the whole cluster)",
     )
     p.add_argument(
         "--metrics-port",
@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
         start_http_server(args.metrics_port, addr=args.metrics_address)
 
-    import terrasnap.controller.handlers  # noqa: F401  (registers the handlers)
+    from terrasnap.controller import handlers  # registers the handlers
+
+    handlers.WATCH_CLUSTERWIDE = not args.namespace
 
     kopf.run(
         clusterwide=not args.namespace,

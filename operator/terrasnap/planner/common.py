@@ -10,8 +10,9 @@ from terrasnap.api.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_B
 from terrasnap.api.models import SecretKeyRef
 
 WORKER_UID = 65532
-# The emptyDir workspace. Not /work: on the test node pods share the host's filesystem, where checkouts
-# often live under /work, and a mount there would hide the interpreter.
+# The one writable place of a worker pod (an emptyDir): HOME, TMPDIR and caches point into it, so the root
+# filesystem can stay read-only. Not /work or /tmp: on the test node pods see the host's filesystem, where
+# checkouts and test data often live under /work or /tmp, and a mount there would hide them.
 WORKSPACE = "/workspace"
 CREDENTIALS_DIR = "/var/run/secrets/terrasnap/store"
 CREDENTIALS_FILE = "credentials.json"
@@ -47,21 +48,20 @@ def container_security_context() -> Manifest:
 
 
 def scratch_volumes() -> tuple[list[Manifest], list[Manifest]]:
-    """emptyDirs for the workspace and /tmp (the root filesystem is read-only). Returns (volumes, mounts)."""
-    volumes = [{"name": "work", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
-    mounts = [{"name": "work", "mountPath": WORKSPACE}, {"name": "tmp", "mountPath": "/tmp"}]
-    return volumes, mounts
+    """The emptyDir workspace (the root filesystem is read-only). Returns (volumes, mounts)."""
+    return [{"name": "work", "emptyDir": {}}], [{"name": "work", "mountPath": WORKSPACE}]
 
 
 def base_env(endpoint: str | None) -> list[Manifest]:
     env = [
-        {"name": "HOME", "value": "/tmp"},
-        {"name": "XDG_CACHE_HOME", "value": "/tmp/.cache"},
+        {"name": "HOME", "value": WORKSPACE},
+        {"name": "TMPDIR", "value": WORKSPACE},
+        {"name": "XDG_CACHE_HOME", "value": f"{WORKSPACE}/.cache"},
         # The worker's uid may have no passwd entry (getpass.getuser() then fails inside DVC), and the root
         # filesystem is read-only (DVC's site cache defaults to /var/tmp/dvc).
         {"name": "USER", "value": "terrasnap"},
         {"name": "LOGNAME", "value": "terrasnap"},
-        {"name": "DVC_SITE_CACHE_DIR", "value": "/tmp/dvc-site-cache"},
+        {"name": "DVC_SITE_CACHE_DIR", "value": f"{WORKSPACE}/.dvc-site-cache"},
         {"name": "DVC_NO_ANALYTICS", "value": "1"},
         # gcsfs probes the bucket type over gRPC and hangs against emulators (see PITFALLS).
         {"name": "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "value": "false"},
