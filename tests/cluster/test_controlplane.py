@@ -71,6 +71,12 @@ def process_gone(pid: int) -> bool:
         return True
 
 
+def not_found(cluster: Cluster, *args: str, namespace: str | None = None) -> bool:
+    """True once `kubectl get ARGS` answers NotFound (any other failure is not proof of deletion)."""
+    p = cluster.kubectl("get", *args, namespace=namespace, check=False)
+    return p.returncode != 0 and "NotFound" in p.stderr
+
+
 def terminated(p: dict, i: int = 0) -> dict:
     return p["status"]["containerStatuses"][i]["state"]["terminated"]
 
@@ -350,9 +356,7 @@ def test_owner_references_garbage_collected(cluster: Cluster, namespace: str, wi
                                if p["status"].get("phase") == "Running"), None), 30, what="child pod Running")
     pid = container_pid(p)
     cluster.kubectl("delete", f"{plural}.{CRD_GROUP}", "parent", "--wait=false", namespace=namespace)
-    wait_for(lambda: cluster.kubectl("get", "job", "child", namespace=namespace, check=False).returncode != 0
-             and "NotFound" in cluster.kubectl("get", "job", "child", namespace=namespace, check=False).stderr,
-             60, what="Job garbage-collected")
+    wait_for(lambda: not_found(cluster, "job", "child", namespace=namespace), 60, what="Job garbage-collected")
     wait_for(lambda: not job_pods(cluster, namespace, "child"), 60, what="pods garbage-collected")
     wait_for(lambda: process_gone(pid), 30, what="child process killed")
 
@@ -449,8 +453,9 @@ def test_init_container_and_restart_on_failure(cluster: Cluster, namespace: str)
                              "volumeMounts": [{"name": "w", "mountPath": "/w"}]}],
             containers=[{"name": "main", "image": "x", "volumeMounts": [{"name": "w", "mountPath": "/w"}],
                          # fails on its first run, succeeds on the restart
-                         "command": ["sh", "-c", "if [ -f /w/ran ]; then cat /w/state > /dev/termination-log; "
-                                                 "else touch /w/ran; exit 1; fi"]}])
+                         "command": ["sh", "-c", "if [ -f /w/ran ]; then echo second run; "
+                                                 "cat /w/state > /dev/termination-log; "
+                                                 "else echo first run; touch /w/ran; exit 1; fi"]}])
     cluster.apply(p, namespace=namespace)
     wait_for(lambda: pod_phase(cluster, namespace, "init") == "Succeeded", 60, what="pod Succeeded")
     po = cluster.get("pod", "init", namespace=namespace)
@@ -459,6 +464,33 @@ def test_init_container_and_restart_on_failure(cluster: Cluster, namespace: str)
     assert st["lastState"]["terminated"]["exitCode"] == 1
     assert st["state"]["terminated"]["message"] == "prepared\n"
     assert po["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    # logs of the current and the previous run, through the kubelet endpoint
+    assert cluster.kubectl("logs", "init", "-c", "main", namespace=namespace).stdout == "second run\n"
+    assert cluster.kubectl("logs", "init", "-c", "main", "-p", namespace=namespace).stdout == "first run\n"
+
+
+def test_ttl_after_finished_removes_job_and_pods(cluster: Cluster, namespace: str) -> None:
+    j = job("short-lived", "print('bye')")
+    j["spec"]["ttlSecondsAfterFinished"] = 1
+    cluster.apply(j, namespace=namespace)
+    uid = cluster.get("job", "short-lived", namespace=namespace)["metadata"]["uid"]
+    wait_for(lambda: not_found(cluster, "job", "short-lived", namespace=namespace), 60,
+             what="Job deleted by the ttl-after-finished controller")
+    wait_for(lambda: not cluster.get("pods", "-l", f"batch.kubernetes.io/controller-uid={uid}",
+                                     namespace=namespace)["items"], 60, what="pods garbage-collected")
+
+
+def test_namespace_deletion_stops_running_pods(cluster: Cluster) -> None:
+    ns = f"doomed-{uuid.uuid4().hex[:5]}"
+    cluster.kubectl("create", "namespace", ns)
+    wait_for(lambda: cluster.kubectl("get", "sa", "default", namespace=ns, check=False).returncode == 0, 30)
+    cluster.apply(pod("runner", ["sleep", "600"], terminationGracePeriodSeconds=3), namespace=ns)
+    p = wait_for(lambda: (lambda p: p if p["status"].get("phase") == "Running" else None)(
+        cluster.get("pod", "runner", namespace=ns)), 30, what="pod Running")
+    pid = container_pid(p)
+    cluster.kubectl("delete", "namespace", ns, "--wait=false")
+    wait_for(lambda: not_found(cluster, "namespace", ns), 90, what="namespace finalized by the namespace controller")
+    assert process_gone(pid)
 
 
 def test_pod_security_restricted(cluster: Cluster, namespace: str) -> None:
