@@ -120,8 +120,17 @@ def main():
     os.makedirs(spec["upper"], exist_ok=True)
     os.makedirs(spec["work"], exist_ok=True)
     os.makedirs(root, exist_ok=True)
-    mount("overlay", root, "overlay", 0,
-          f"lowerdir=/,upperdir={spec['upper']},workdir={spec['work']}")
+    try:
+        mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={spec['upper']},workdir={spec['work']}")
+    except OSError:
+        # e.g. the host's / is itself an overlay (an upper dir cannot live on overlayfs): keep the
+        # container's layer in memory instead
+        layer = os.path.join(os.path.dirname(spec["upper"]), "memlayer")
+        os.makedirs(layer, exist_ok=True)
+        mount("tmpfs", layer, "tmpfs", 0, "mode=755")
+        os.makedirs(f"{layer}/upper")
+        os.makedirs(f"{layer}/work")
+        mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={layer}/upper,workdir={layer}/work")
     def R(p):
         return in_root(root, p)
 
