@@ -42,7 +42,7 @@ cluster: venv
 	@$(PY) tests/controlplane/cluster.py up
 
 cluster-down:
-	@if [ -x $(PY) ]; then $(PY) tests/controlplane/cluster.py down; else echo "no venv: nothing to stop"; fi
+	@if [ -x $(PY) ]; then $(PY) tests/controlplane/cluster.py down $(if $(FORCE),--force); else echo "no venv: nothing to stop"; fi
 
 clean:
 	rm -rf $(STATE) .pytest_cache .mypy_cache .ruff_cache

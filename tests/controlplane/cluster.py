@@ -445,10 +445,18 @@ def release(pid: int) -> bool:
     return False
 
 
-def down() -> None:
+def down(force: bool = False) -> bool:
+    """Stop the cluster and remove its state; refuses while pytest sessions use it, unless force."""
     sd = state_dir()
     with locked(sd):
+        users = _live_users(sd) if (sd / "users").is_dir() else []
+        if users and not force:
+            pids = ", ".join(u.name for u in users)
+            log(f"not stopping: the cluster is in use by running test sessions (pids {pids}); "
+                "stop them first, or force it (make cluster-down FORCE=1)")
+            return False
         _down_locked(sd, load(sd))
+        return True
 
 
 def main() -> int:
@@ -459,7 +467,8 @@ def main() -> int:
     u.add_argument("--user", type=int, help="register this pid as a user (pytest sessions)")
     r = sub.add_parser("release")
     r.add_argument("--user", type=int, required=True)
-    sub.add_parser("down")
+    d = sub.add_parser("down")
+    d.add_argument("--force", action="store_true", help="stop even while test sessions use it")
     sub.add_parser("status")
     sub.add_parser("env")
     sub.add_parser("build")
@@ -472,7 +481,7 @@ def main() -> int:
         print(f"# kubectl: {st['bin_dir']}/kubectl   (or: eval \"$(python {Path(__file__).relative_to(REPO)} env)\")")
         print(st["kubeconfig"], flush=True)
     elif a.cmd == "down":
-        down()
+        return 0 if down(a.force) else 1
     elif a.cmd == "build":
         print(build())
     elif a.cmd == "status":
