@@ -716,7 +716,7 @@ class PodWorker:
             try:
                 self.volumes = self.prepare_volumes()
                 break
-            except ConfigError as e:
+            except (ConfigError, ApiError, urllib3.exceptions.HTTPError) as e:
                 if str(e) != warned:
                     self.event("FailedMount", str(e), "Warning")
                     warned = str(e)
@@ -764,8 +764,9 @@ class PodWorker:
             try:
                 p = self.start_container(c, restarts, init)
                 break
-            except ConfigError as e:
-                self._waiting(c, e.reason, str(e), restarts, init=init)
+            except (ConfigError, ApiError, urllib3.exceptions.HTTPError) as e:
+                reason = e.reason if isinstance(e, ConfigError) else "CreateContainerConfigError"
+                self._waiting(c, reason, str(e), restarts, init=init)
                 self.push_status()
                 if str(e) != warned:
                     self.event("Failed", f"Error: {e}", "Warning")
