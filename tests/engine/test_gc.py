@@ -230,6 +230,9 @@ class SomeDeletesFail(Store):
         failures = super().delete_many([r for r in rels if r not in refused])
         return failures + [(r, "OSError: 503 injected") for r in refused]
 
+    def delete_batch(self, rels: Iterable[str]) -> list[tuple[str, str]]:
+        return self.delete_many(rels)
+
 
 def test_failed_deletes_are_reported_and_retried(store: Store) -> None:
     w = _world(store)
@@ -269,3 +272,10 @@ def test_gc_command_local_mode(store: Store, capsys: pytest.CaptureFixture[str])
     assert gc.gc_command(store.url, store.endpoint, [w["A"]], False, "0s") == 0
     assert w["b1"] not in objects_in(store) and w["shared"] in objects_in(store)
     assert gcsim.dir_object({})[0].endswith(".dir")
+
+
+def test_store_delete_batch(store: Store) -> None:
+    md5s = [put(store, f"batch {i}".encode()) for i in range(7)]
+    rels = [Store.object_rel(m) for m in md5s] + [Store.object_rel("f" * 32)]  # one already gone
+    assert store.delete_batch(rels) == []
+    assert objects_in(store) == set()

@@ -413,7 +413,7 @@ class GCRun:
             if not self._lease_ok():
                 raise GCFailedClosed(f"GC {self.id}: marker lease lapsed mid-batch; stopping")
             failed: dict[str, str] = (
-                {} if self.dry_run else dict(self.store.delete_many(Store.object_rel(o.md5) for o in objects))
+                {} if self.dry_run else dict(self.store.delete_batch([Store.object_rel(o.md5) for o in objects]))
             )
             for obj in objects:
                 rel = Store.object_rel(obj.md5)

@@ -197,6 +197,29 @@ class Store:
                 failures.append((rel, f"{type(exc).__name__}: {exc}"))
         return failures
 
+    def delete_batch(self, rels: Iterable[str]) -> list[tuple[str, str]]:
+        """Like delete_many, in as few round trips as the backend allows (GCS: batch requests of 100 on
+        Google, 5 concurrent DELETEs on emulators). Missing objects are not failures. (Added for GC.)"""
+        rels = list(rels)
+        if self.scheme != "gs" or not rels:
+            return self.delete_many(rels)
+        from fsspec.asyn import sync
+
+        paths = [self.abs(rel) for rel in rels]
+        try:
+            results = sync(self.fs.loop, self.fs._delete_files, paths, 100)
+        except Exception as exc:
+            return [(rel, f"{type(exc).__name__}: {exc}") for rel in rels]
+        failures: list[tuple[str, str]] = []
+        for rel, result in zip(rels, results, strict=False):
+            if isinstance(result, BaseException) and not (
+                isinstance(result, FileNotFoundError) or "No such object" in str(result) or "404" in str(result)
+            ):
+                failures.append((rel, f"{type(result).__name__}: {result}"))
+        if len(results) < len(rels):
+            failures.extend((rel, "no result from the batch delete") for rel in rels[len(results) :])
+        return failures
+
     def list_prefix(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(relative path, info) of every file under a prefix; raises StoreUnreachable on listing errors."""
         base = self.abs(rel_prefix)
