@@ -535,6 +535,23 @@ def test_cordon_and_node_name(cluster: Cluster, namespace: str) -> None:
     assert e["status"].get("phase") == "Pending" and not e["status"].get("containerStatuses")
 
 
+def test_pod_waits_for_a_missing_secret(cluster: Cluster, namespace: str) -> None:
+    p = pod("patient", [], containers=[{
+        "name": "main", "image": "x", "command": ["sh", "-c", 'printf %s "$PASSWORD" > /dev/termination-log'],
+        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "late", "key": "password"}}}]}])
+    cluster.apply(p, namespace=namespace)
+
+    def waiting_reason():
+        st = cluster.get("pod", "patient", namespace=namespace)["status"].get("containerStatuses") or [{}]
+        return st[0].get("state", {}).get("waiting", {}).get("reason")
+
+    assert wait_for(lambda: waiting_reason() == "CreateContainerConfigError", 30, what="config error")
+    assert pod_phase(cluster, namespace, "patient") == "Pending"
+    cluster.kubectl("create", "secret", "generic", "late", "--from-literal=password=s3cret", namespace=namespace)
+    wait_for(lambda: pod_phase(cluster, namespace, "patient") == "Succeeded", 30, what="pod Succeeded")
+    assert terminated(cluster.get("pod", "patient", namespace=namespace))["message"] == "s3cret"
+
+
 def test_cronjob_runs_on_schedule(cluster: Cluster, scheduled_cronjob: str) -> None:
     """Last in the module: the CronJob was created when the module started."""
     ns = scheduled_cronjob

@@ -747,7 +747,6 @@ class PodWorker:
                 self.backoff(c, restarts, init=True)
                 if self.deleting:
                     return
-        self.phase = "Running"
         for c in spec["containers"]:
             if not self.start_main(c):
                 return
@@ -774,6 +773,8 @@ class PodWorker:
                 self.wait_change(1.0)
         key = ("init:" if init else "") + c["name"]
         self.procs[key] = p
+        if not init:
+            self.phase = "Running"  # Pending until a main container runs (the kubelet's rule)
         p.restarts = restarts  # type: ignore[attr-defined]
         p.container = c  # type: ignore[attr-defined]
         p.init = init  # type: ignore[attr-defined]
