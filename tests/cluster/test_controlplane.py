@@ -215,7 +215,7 @@ def test_job_backoff_limit_fails_after_two_pods(cluster: Cluster, namespace: str
 
 
 def test_job_active_deadline_kills_sleeping_pod(cluster: Cluster, namespace: str) -> None:
-    cluster.apply(job("sleepy", "import time; time.sleep(600)", deadline=4), namespace=namespace)
+    cluster.apply(job("sleepy", "import time; time.sleep(600)", deadline=8), namespace=namespace)
     p = wait_for(lambda: next((p for p in job_pods(cluster, namespace, "sleepy")
                                if p["status"].get("phase") == "Running"), None), 30, what="pod Running")
     pid = container_pid(p)
@@ -228,7 +228,7 @@ def test_job_active_deadline_kills_sleeping_pod(cluster: Cluster, namespace: str
 
 
 def test_pod_active_deadline_seconds(cluster: Cluster, namespace: str) -> None:
-    cluster.apply(pod("deadline", ["sleep", "600"], activeDeadlineSeconds=2), namespace=namespace)
+    cluster.apply(pod("deadline", ["sleep", "600"], activeDeadlineSeconds=3), namespace=namespace)
     p = wait_for(lambda: (lambda p: p if p["status"].get("phase") == "Failed" else None)(
         cluster.get("pod", "deadline", namespace=namespace)), 30, what="pod Failed")
     assert p["status"]["reason"] == "DeadlineExceeded"
