@@ -35,6 +35,10 @@ lint: venv
 bench: venv
 	@$(PY) tests/bench/bench_engine.py
 
+.PHONY: bench-gc
+bench-gc: venv
+	@$(PY) tests/bench/bench_gc.py
+
 cluster-bin:
 	@bash tests/controlplane/build.sh
 
