@@ -279,3 +279,18 @@ def test_store_delete_batch(store: Store) -> None:
     rels = [Store.object_rel(m) for m in md5s] + [Store.object_rel("f" * 32)]  # one already gone
     assert store.delete_batch(rels) == []
     assert objects_in(store) == set()
+
+
+def test_a_run_longer_than_half_the_post_publish_lease_stops(store: Store) -> None:
+    w = _world(store)
+    clock = {"t": later(48).timestamp()}
+    run = gc.GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: clock["t"])
+    for step in run.steps():
+        if step == "plan":
+            break
+    clock["t"] += refs.POST_PUBLISH_LEASE / 2 + 1
+    run.marker_expires = clock["t"] + 3600  # its marker lease is fine; the run is simply too old
+    with pytest.raises(GCFailedClosed, match="longer than"):
+        run.delete_batch()
+    run.close()
+    assert {w["b1"], w["garbage"]} <= objects_in(store)

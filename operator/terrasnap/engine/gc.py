@@ -243,6 +243,7 @@ class GCRun:
         self.batch_size = batch_size
         self.marker_ttl = marker_ttl
         self.skew = skew
+        self.max_runtime = refs.POST_PUBLISH_LEASE / 2
         self.id = uuid.uuid4().hex[:16]
         self.started = clock()
         self.report = GCReport(
@@ -363,6 +364,13 @@ class GCRun:
     def _recheck(self) -> set[str]:
         """Before a batch: bump our marker, THEN re-read registrations. Returns what they protect."""
         now = self.clock()
+        if now - self.started > self.max_runtime:
+            # Snapshots published after we read our roots are protected by their post-publish lease only
+            # for POST_PUBLISH_LEASE: a run must end well before that.
+            raise GCFailedClosed(
+                f"GC {self.id}: running for {now - self.started:.0f}s, longer than {self.max_runtime:.0f}s; "
+                f"stopping (the next run re-reads its roots)"
+            )
         if not self.dry_run:
             if now >= self.marker_expires - self.skew:
                 raise GCFailedClosed(
