@@ -362,3 +362,51 @@ def test_check_vector_set_mixed_crs(tmp_path: Path) -> None:
     )
     assert [f.severity for f in check_vector_set(results, Policy(mixed_crs="warn"))] == ["warning"]
     assert check_vector_set(results[1:], Policy()) == []
+
+
+def _tricky_features(n: int) -> list[dict[str, Any]]:
+    feats = []
+    for i in range(n):
+        props: dict[str, Any] = {"i": i, "note": 'has {"type": "Feature"} inside, and , {'}
+        if i >= n // 2:
+            props["late"] = i * 0.5  # a field that only the second half has
+        if i % 7 == 0:
+            props["nested"] = {"type": "Feature", "geometry": None, "properties": {}}  # Feature-shaped value
+        feats.append(feature(poly([[i / 100, 0], [i / 100 + 0.01, 0], [i / 100 + 0.01, 0.01], [i / 100, 0]]), **props))
+    feats[33] = feature(poly(BOWTIE), i=33)
+    feats[40] = feature(None, i=40)
+    return feats
+
+
+def test_chunked_geojson_reads_the_same_as_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    crs = {"type": "name", "properties": {"name": "urn:ogc:def:crs:OGC:1.3:CRS84"}}
+    src = write_geojson(tmp_path / "t.geojson", _tricky_features(300), crs=crs)
+    policy = Policy(invalid_geometry="repair")
+    whole = validate_vector(src, policy, "t.geojson", tmp_path / "whole.parquet", batch_size=64)
+    monkeypatch.setattr(vector_mod, "GEOJSON_CHUNKED_MIN_BYTES", 0)
+    monkeypatch.setattr(vector_mod, "GEOJSON_RUN_BYTES", 3000)  # many runs of a few features
+    runs = list(vector_mod.feature_runs(str(src), vector_mod.features_start(str(src)) or 0, 3000))
+    assert len(runs) > 10
+    assert sum(len(json.loads(vector_mod.wrap_run(r, None))["features"]) for r in runs) == 300
+    chunked = validate_vector(src, policy, "t.geojson", tmp_path / "chunked.parquet", batch_size=64)
+    assert whole.ok and chunked.ok
+    assert [f.message for f in chunked.findings] == [f.message for f in whole.findings]
+    assert sorted(f.feature for f in chunked.findings if f.feature is not None) == [33, 40]
+    a, b = whole.layers[0], chunked.layers[0]
+    assert (b.features, b.written, b.repaired, b.null, b.bbox) == (a.features, a.written, a.repaired, a.null, a.bbox)
+    ta, tb = pq.read_table(tmp_path / "whole.parquet"), pq.read_table(tmp_path / "chunked.parquet")
+    assert ta.schema == tb.schema and ta.equals(tb)
+    assert tb.column("late").null_count == 149  # features 0..149 lack it; 40 (null geometry) is dropped
+    assert pq.ParquetFile(tmp_path / "chunked.parquet").num_row_groups > pq.ParquetFile(tmp_path / "whole.parquet").num_row_groups
+
+
+def test_chunked_geojson_truncated_file_is_a_parse_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_geojson(tmp_path / "t.geojson", _tricky_features(50))
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) // 2])
+    monkeypatch.setattr(vector_mod, "GEOJSON_CHUNKED_MIN_BYTES", 0)
+    r = validate_vector(src, Policy(), "t.geojson", tmp_path / "o.parquet")
+    assert not r.ok and rules(r) == [("parse", "error")]
+    assert not (tmp_path / "o.parquet").exists()

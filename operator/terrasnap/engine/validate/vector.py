@@ -31,6 +31,7 @@ from pyproj import CRS
 
 from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
+from terrasnap.engine.validate.geojson import feature_runs, features_start, wrap_run
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import (
     LayerContext,
@@ -171,19 +172,57 @@ def _ogr_layers(path: str) -> list[str]:
     return [str(name) for name, _ in pyogrio.list_layers(path)]
 
 
-def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int) -> _Layer:
-    meta, reader = stack.enter_context(open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True))
+# GeoJSON: keep dates and arrays as the text they are. Type guesses differ between a whole file and
+# a run of it (chunked reading), and a normalization must not rewrite "2020/01/02" as 2020-01-02.
+GEOJSON_OPEN_OPTIONS = {"DATE_AS_STRING": "YES", "ARRAY_AS_STRING": "YES"}
+# Above this size a GeoJSON is read in runs of whole features (see geojson.py: bounded memory).
+GEOJSON_CHUNKED_MIN_BYTES = 256 << 20
+GEOJSON_RUN_BYTES = 32 << 20
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """A run's attribute columns in the whole file's schema: same order, cast, missing ones null."""
+    cols = []
+    for fld in schema:
+        i = batch.schema.get_field_index(fld.name)
+        if i < 0:
+            cols.append(pa.nulls(len(batch), fld.type))
+        else:
+            c = batch.column(i)
+            cols.append(c if c.type == fld.type else c.cast(fld.type))
+    return pa.RecordBatch.from_arrays(cols, schema=schema)
+
+
+def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool = False,
+              crs_member: tuple[bool, Any] = (False, None)) -> _Layer:
+    opts = GEOJSON_OPEN_OPTIONS if geojson else {}
+    meta, reader = stack.enter_context(open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True,
+                                                  **opts))
     geom_col = meta.get("geometry_name") or "wkb_geometry"
     schema = reader.schema
     has_geom = geom_col in schema.names and meta.get("geometry_type") is not None
     attrs = pa.schema([f for f in schema if f.name != geom_col])
     crs = CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
+    start = features_start(path) if geojson and os.path.getsize(path) >= GEOJSON_CHUNKED_MIN_BYTES else None
 
     def batches() -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
         for batch in reader:
             wkb = batch.column(geom_col).to_numpy(zero_copy_only=False) if has_geom else np.array([], object)
             yield batch.drop_columns([geom_col]) if has_geom else batch, wkb
 
+    def chunked(start: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        member = crs_member[1] if crs_member[0] else None
+        for run in feature_runs(path, start, GEOJSON_RUN_BYTES):
+            with open_arrow(wrap_run(run, member), batch_size=batch_size, use_pyarrow=True,
+                            **GEOJSON_OPEN_OPTIONS) as (rmeta, rreader):
+                rcol = rmeta.get("geometry_name") or "wkb_geometry"
+                for batch in rreader:
+                    wkb = batch.column(rcol).to_numpy(zero_copy_only=False)
+                    yield _conform(batch.drop_columns([rcol]), attrs), wkb
+
+    if start is not None and has_geom:
+        # the whole-file reader gave the schema and CRS; its features are read run by run instead
+        return _Layer(layer, crs, meta.get("geometry_type"), attrs, chunked(start))
     return _Layer(layer, crs, meta.get("geometry_type") if has_geom else None, attrs, batches())
 
 
@@ -419,7 +458,7 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
             result.layers.append(lres)
             try:
                 layer = (_open_geoparquet(path, batch_size) if fmt_name == "GeoParquet"
-                         else _open_ogr(stack, path, lname, batch_size))
+                         else _open_ogr(stack, path, lname, batch_size, fmt_name == "GeoJSON", crs_member))
             except NotGeoParquet as exc:
                 # a data table next to the labels is legitimate: kept as a raw file, not normalized
                 result.layers.pop()
