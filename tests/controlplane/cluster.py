@@ -478,7 +478,7 @@ def main() -> int:
     elif a.cmd == "up":
         st = up("pytest" if a.user else a.owner, a.user)
         sys.stderr.flush()
-        print(f"# kubectl: {st['bin_dir']}/kubectl   (or: eval \"$(python {Path(__file__).relative_to(REPO)} env)\")")
+        print(f"# kubectl: {st['bin_dir']}/kubectl   (or: eval \"$(.venv/bin/python {Path(__file__).relative_to(REPO)} env)\")")
         print(st["kubeconfig"], flush=True)
     elif a.cmd == "down":
         return 0 if down(a.force) else 1
