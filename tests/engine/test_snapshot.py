@@ -65,7 +65,7 @@ def test_snapshot_fetch_and_stable_id(demo: Path, store_url: tuple[str, str | No
     assert "raw/labels/buildings.geojson" in paths and "raw/imagery/tile_a.tif" in paths
     assert any(p.startswith("normalized/") and p.endswith(".parquet") for p in paths)
     tif = next(r for r in rows if r["path"] == "raw/imagery/tile_a.tif")
-    assert tif["kind"] == "raster" and tif["width"] == 256 and tif["epsg"] == 32632
+    assert tif["kind"] == "raster" and tif["width"] == 512 and tif["epsg"] == 32632
     metadata = json.loads(store.read_bytes(store.rel_from_uri(doc["metadata"])))
     assert set(metadata["objects"]) >= {r["md5"] for r in rows}
     assert any(o.endswith(".dir") for o in metadata["objects"])

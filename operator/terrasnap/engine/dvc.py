@@ -7,9 +7,12 @@ store must stay compatible with; the `.dir` objects are read from DVC's cache to
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,20 +74,56 @@ def init_project(workdir: Path, store: Store) -> None:
         (workdir / ".dvc" / "config.local").write_text("\n".join(local) + "\n")
 
 
+@contextmanager
+def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[Any]:
+    """DVC's Python API in this process (a `dvc` process costs a second of imports per call), with the
+    environment a `dvc` command would get and DVC's own log messages folded into our error."""
+    from dvc.repo import Repo
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    errors: list[str] = []
+
+    class _Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.WARNING:
+                errors.append(record.getMessage())
+
+    handler = _Collect()
+    dvc_logger = logging.getLogger("dvc")
+    dvc_logger.addHandler(handler)
+    os.environ.update(dvc_env(workdir))
+    os.chdir(workdir)  # stage commands and relative targets resolve against the project
+    try:
+        with Repo(str(workdir)) as repo:
+            yield repo
+    except Exception as exc:
+        causes, cur = [], exc
+        while cur is not None and len(causes) < 4:
+            causes.append(str(cur))
+            cur = cur.__cause__ or cur.__context__  # type: ignore[assignment]
+        detail = "; ".join(dict.fromkeys([c for c in causes + errors[-3:] if c]))
+        raise error(f"dvc {what} failed in {workdir}: {detail or type(exc).__name__}") from exc
+    finally:
+        dvc_logger.removeHandler(handler)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
 def add(workdir: Path, target: str) -> None:
-    # --no-relink: the workspace keeps its hard links to the caller's files (no copy back, no chmod)
-    run(workdir, "add", "-q", "--no-relink", target)
+    # relink=False: the workspace keeps its hard links to the caller's files (no copy back, no chmod)
+    with _in_project(workdir, DVCError, "add") as repo:
+        repo.add(target, relink=False)
 
 
 def repro(workdir: Path) -> None:
-    run(workdir, "repro", "-q")
+    with _in_project(workdir, DVCError, "repro") as repo:
+        repo.reproduce()
 
 
 def push(workdir: Path, jobs: int | None = None) -> None:
-    args = ["push", "-q", "-r", REMOTE]
-    if jobs:
-        args += ["-j", str(jobs)]
-    run(workdir, *args, error=StoreUnreachable, what="push")
+    with _in_project(workdir, StoreUnreachable, "push") as repo:
+        repo.push(remote=REMOTE, jobs=jobs)
 
 
 @dataclass(frozen=True)
