@@ -11,7 +11,7 @@ import pytest
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from tests.support import fakegcs  # noqa: E402
+from tests.support import fakegcs
 
 
 @pytest.fixture(scope="session")

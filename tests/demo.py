@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.sampledata import make_demo  # noqa: E402
+from tests.support.sampledata import make_demo
 
 TERRASNAP = str(Path(sys.executable).parent / "terrasnap")
 

@@ -151,9 +151,9 @@ def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None)
 @click.option("--grace", default="24h", show_default=True, help="never delete objects younger than this")
 def gc(store: str, endpoint: str | None, roots: tuple[str, ...], dry_run: bool, grace: str) -> None:
     """Delete store objects no live snapshot needs — and never one that any does."""
-    from terrasnap.engine import gc as gc_engine
+    from terrasnap.engine.gc import gc_command
 
-    sys.exit(gc_engine.gc_command(store, endpoint, list(roots), dry_run, grace))
+    sys.exit(gc_command(store, endpoint, list(roots), dry_run, grace))
 
 
 @main.group(hidden=True)

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.support import sampledata as sd  # noqa: E402
+from tests.support import sampledata as sd
 
 DATA_VERSION = "1"
 CACHE = Path(os.environ.get("TERRASNAP_CACHE", Path.home() / ".cache" / "terrasnap")) / f"bench-{DATA_VERSION}"
@@ -66,7 +66,7 @@ def make_dataset(root: Path, files: int, per_file: int, rasters: int, raster_px:
         return root
     shutil.rmtree(root, ignore_errors=True)
     (root / "labels").mkdir(parents=True)
-    log(f"generating {files} GeoJSON files × {per_file} polygons and {rasters} GeoTIFFs of {raster_px}² px …")
+    log(f"generating {files} GeoJSON files x {per_file} polygons and {rasters} GeoTIFFs of {raster_px}² px …")
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda i: write_polygons(root / "labels" / f"part-{i:03d}.geojson", per_file, i), range(files)))
     for i in range(rasters):

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from tests.support import sampledata as sd
 
 from terrasnap.cli import main
 from terrasnap.engine.fetch import fetch
 from terrasnap.engine.manifest import read_manifest
 from terrasnap.engine.store import Store
-from tests.support import sampledata as sd
 
 
 def snap(source: str | Path, store: str, *extra: str, endpoint: str | None = None,
@@ -49,7 +49,7 @@ def demo(tmp_path: Path) -> Path:
 
 def test_snapshot_fetch_and_stable_id(demo: Path, store_url: tuple[str, str | None], tmp_path: Path) -> None:
     url, endpoint = store_url
-    code, doc, err = snap(demo, url, "--invalid-geometry", "repair", "--name", "b", "--namespace", "ml",
+    code, doc, _err = snap(demo, url, "--invalid-geometry", "repair", "--name", "b", "--namespace", "ml",
                           endpoint=endpoint, tmp=tmp_path)
     assert code == 0, doc
     assert doc["ok"] and doc["snapshotID"].startswith("sha256:")
@@ -312,7 +312,7 @@ def test_bucket_source(tmp_path: Path, gcs: Any, gcs_bucket: str) -> None:
     code, doc, _ = snap(f"gs://{gcs_bucket}/raw/", f"gs://{gcs_bucket}/dvc", "--invalid-geometry", "repair",
                         endpoint=gcs.endpoint, tmp=tmp_path)
     assert code == 0, doc
-    code2, doc2, _ = snap(src, f"gs://{gcs_bucket}/dvc", "--invalid-geometry", "repair", endpoint=gcs.endpoint,
+    _code2, doc2, _ = snap(src, f"gs://{gcs_bucket}/dvc", "--invalid-geometry", "repair", endpoint=gcs.endpoint,
                           tmp=tmp_path)
     assert doc2["snapshotID"] == doc["snapshotID"]  # same bytes wherever they came from
 

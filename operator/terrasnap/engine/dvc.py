@@ -97,10 +97,11 @@ def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[An
         with Repo(str(workdir)) as repo:
             yield repo
     except Exception as exc:
-        causes, cur = [], exc
+        causes: list[str] = []
+        cur: BaseException | None = exc
         while cur is not None and len(causes) < 4:
             causes.append(str(cur))
-            cur = cur.__cause__ or cur.__context__  # type: ignore[assignment]
+            cur = cur.__cause__ or cur.__context__
         detail = "; ".join(dict.fromkeys([c for c in causes + errors[-3:] if c]))
         raise error(f"dvc {what} failed in {workdir}: {detail or type(exc).__name__}") from exc
     finally:

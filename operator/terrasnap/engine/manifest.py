@@ -59,7 +59,7 @@ class FileRow:
     props: dict[str, Any] = field(default_factory=dict)
 
     def to_row(self) -> dict[str, Any]:
-        row = {name: None for name in SCHEMA.names}
+        row: dict[str, Any] = dict.fromkeys(SCHEMA.names)
         row.update({k: v for k, v in self.props.items() if k in row})
         row.update(path=self.path, role=self.role, kind=self.kind, size=self.size, sha256=self.sha256, md5=self.md5)
         return row

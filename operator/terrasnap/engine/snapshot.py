@@ -278,9 +278,9 @@ def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, workdir: Pat
     props: dict[str, dict[str, Any]] = report.get("files", {})
     rows = []
     for (path, role, _), h in zip(files, hashes, strict=True):
-        p = props.get(path, {})
-        rows.append(FileRow(path=path, role=role, kind=p.get("kind", "other"), size=h.size,
-                            sha256=h.sha256, md5=h.md5, props=p))
+        fp = props.get(path, {})
+        rows.append(FileRow(path=path, role=role, kind=fp.get("kind", "other"), size=h.size,
+                            sha256=h.sha256, md5=h.md5, props=fp))
     return rows
 
 
