@@ -378,6 +378,29 @@ def _crs_member_name(value: Any) -> str:
         return json.dumps(value)[:200]
 
 
+_NONFINITE_RE = re.compile(rb"[\[,:]\s*[-+]?(?:NaN|Infinity)\b")
+
+
+def json_nonfinite_literals(path: str, chunk: int = 1 << 24) -> tuple[int, int] | None:
+    """(count, byte offset of the first) of NaN/Infinity literals used as JSON values, streaming the file."""
+    count, first, pos, tail = 0, -1, 0, b""
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            buf = tail + block
+            if b"NaN" not in buf and b"Infinity" not in buf:  # the common case, at memchr speed
+                tail, pos = buf[-32:], pos + len(block)
+                continue
+            for m in _NONFINITE_RE.finditer(buf):
+                if m.end() <= len(tail):
+                    continue  # seen in the previous block
+                count += 1
+                if first < 0:
+                    first = pos - len(tail) + m.start()
+            tail = buf[-32:]
+            pos += len(block)
+    return (count, first) if count else None
+
+
 def _json_error(path: str) -> str | None:
     """Python's JSON error (line/column) for a small file GDAL could not open: clearer than GDAL's."""
     if os.path.getsize(path) > 16 * _HEAD_BYTES:
@@ -449,6 +472,11 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
     crs_member: tuple[bool, Any] = (False, None)
     if fmt_name == "GeoJSON":
         crs_member = geojson_crs_member(path)
+        nonfinite = json_nonfinite_literals(path)
+        if nonfinite:
+            count, first = nonfinite
+            return fail(f"{count} NaN/Infinity number literal(s), first at byte {first}: not JSON (RFC 8259), and "
+                        "GDAL reads such a point as an empty geometry, silently losing it", "coord-nonfinite")
 
     writers: list[tuple[GeoParquetWriter, LayerResult]] = []
     with ExitStack() as stack:
