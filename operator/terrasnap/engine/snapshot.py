@@ -223,11 +223,13 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
 
         t = time.monotonic()
         sizes = _object_sizes(project, objects)
-        with refs.inflight(store, objects, owner=f"{req.namespace}/{name}") as reg:
+        # Registered before the push, so a concurrent GC keeps these objects (docs/gc.md).
+        with refs.inflight(store, objects, owner=f"{req.namespace}/{name}", manifest=folder) as reg:
             progress(f"dvc push to {store.url} ({len(objects)} object(s))")
             dvc.push(project)
             progress("verifying every object in the store")
-            reg.confirm(lambda: _verify(store, sizes))
+            # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
+            reg.confirm(lambda: _verify(store, sizes), repair=lambda: dvc.push(project))
             stats.seconds["push+verify"] = time.monotonic() - t
             summary = _summary(rows, report)
             created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -239,6 +241,7 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
             else:
                 _publish(store, folder, project, rows, report, sid, req, name, mat, objects, summary,
                          created, uris, pipeline_files, stats)
+            reg.published()
         stats.seconds["total"] = time.monotonic() - t0
         progress(f"done: {sid} in {stats.seconds['total']:.1f}s")
         return {
