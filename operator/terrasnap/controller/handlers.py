@@ -10,8 +10,8 @@ API verbs used (for the chart's RBAC):
 - terrasnap.io snapshotstores: get, list, watch, patch (annotations); snapshotstores/status: patch.
 - batch jobs: get, list, watch, create, delete.  batch cronjobs: get, create, patch (operator namespace).
 - core pods: list (to read termination messages).  core serviceaccounts: create (the worker SA per namespace).  core events: create (kopf posts them; events.k8s.io not used).
-- core secrets: get (the Secrets stores name), create + delete (per-Job copies in snapshot namespaces and the
-  GC copy in the operator's namespace) — only when a store's Secret lives in another namespace.
+- core secrets: get (only the Secrets stores name), create + delete (per-Job copies in snapshot namespaces and
+  the GC copy in the operator's namespace; never read back) — only when a store's Secret lives elsewhere.
 """
 
 from __future__ import annotations
@@ -230,16 +230,18 @@ def _supersede(obj: Mapping[str, Any], plan: JobPlan) -> None:
 
 
 def _copy_secret(copy: SecretCopy, labels: Mapping[str, str], owner: dict[str, Any]) -> bool:
-    """Create the copy of a store Secret (only its one key). False if the source Secret is missing."""
+    """Create the copy of a store Secret (only its one key). False if the source Secret is missing.
+
+    No read of the copy first: create answers 409 when it exists, so the operator needs only `create` on
+    Secrets in snapshot namespaces and `get` on the store's own Secret (the chart's RBAC relies on this).
+    """
     ctx = context()
-    if ctx.kube.get(k.secrets_path(copy.namespace, copy.name)) is not None:
-        return True
     source = ctx.kube.get(k.secrets_path(copy.source_namespace, copy.source_name))
     value = ((source or {}).get("data") or {}).get(copy.source_key)
     if value is None:
         return False
     manifest = secret_copy_manifest(copy, value, labels=labels, owner=owner)
-    ctx.kube.create(k.secrets_path(copy.namespace), manifest)
+    ctx.kube.create(k.secrets_path(copy.namespace), manifest)  # 409: already there
     return True
 
 
