@@ -1,0 +1,292 @@
+"""The chart on the real control plane: rendered manifests pass server-side dry run (and Pod Security
+`restricted`), then a real `helm install` whose operator Deployment runs on the process node under the chart's
+own ServiceAccount (in-cluster token, no admin rights), snapshots sample data from fake-gcs-server into a
+fake-gcs-server store, and whose GC CronJob runs under the GC ServiceAccount. A missing RBAC rule fails it.
+
+TERRASNAP_CAPTURE_FIXTURES=1 also saves the DatasetSnapshot statuses seen during the run under
+tests/chart/fixtures/ (the Argo CD health check and kstatus tests read them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.chart import helmtool as h
+from tests.chart.test_chart import NON_DEFAULT
+from tests.controlplane.testing import Cluster, wait_for
+from tests.support import fakegcs
+from tests.support.sampledata import make_demo, write_raster
+
+pytestmark = [pytest.mark.cluster, pytest.mark.helm, pytest.mark.gcs]
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ENGINE_RUN = 300
+RESTRICTED = ("pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest",
+              "pod-security.kubernetes.io/warn=restricted", "pod-security.kubernetes.io/warn-version=latest")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _as_list(objs: list[dict[str, Any]]) -> str:
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": objs})
+
+
+@pytest.fixture(scope="module")
+def chart_crds(cluster: Cluster) -> None:
+    """The chart's CRDs, applied for real (the same bytes as crds/; idempotent for other tests)."""
+    cluster.kubectl("apply", "--server-side", "--field-manager=terrasnap-chart-test", "-f", str(h.CHART / "crds"))
+    cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/datasetsnapshots.terrasnap.io",
+                    "crd/snapshotstores.terrasnap.io", "crd/clusterkopfpeerings.kopf.dev")
+
+
+# --- server-side dry run --------------------------------------------------------------------------------
+
+DRY_RUN_VALUES = {
+    "default": {},
+    "non-default": {**NON_DEFAULT, "metrics": {"serviceMonitor": {"enabled": False}}},  # no prometheus CRDs here
+    "ha+namespaces": {"replicaCount": 3, "watchNamespaces": ["team-*"], "rbac": {"storeSecrets": [{"name": "k"}]},
+                      "exampleStore": {"enabled": True, "url": "file:///data/store"}},
+}
+
+
+@pytest.mark.parametrize("case", list(DRY_RUN_VALUES))
+def test_rendered_manifests_pass_server_side_dry_run(cluster: Cluster, chart_crds: None, namespace: str,
+                                                     case: str) -> None:
+    cluster.kubectl("label", "namespace", namespace, *RESTRICTED, "--overwrite")
+    values = dict(DRY_RUN_VALUES[case])
+    if case == "non-default":
+        values["worker"] = {**values["worker"], "namespaces": [namespace]}
+    objs = h.template(values, release=f"dry-{case.replace('+', '-')}", namespace=namespace)
+    assert len(objs) >= 10
+    p = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=_as_list(objs), check=False)
+    assert p.returncode == 0, p.stderr
+    # Pod Security admission (warn=restricted on the namespace) would print "would violate PodSecurity".
+    assert "violate" not in p.stderr and "Warning" not in p.stderr, p.stderr
+    applied = [line for line in p.stdout.splitlines() if "(server dry run)" in line]
+    assert len(applied) == len(objs), p.stdout
+
+
+def test_crds_pass_server_side_dry_run(cluster: Cluster, chart_crds: None) -> None:
+    p = cluster.kubectl("apply", "--server-side", "--dry-run=server", "--field-manager=terrasnap-chart-test",
+                        "-f", str(h.CHART / "crds"))
+    assert p.stdout.count("serverside-applied (server dry run)") == 3, p.stdout
+
+
+# --- helm install: the operator under the chart's RBAC ------------------------------------------------------
+
+
+def _status(cluster: Cluster, kind: str, name: str, namespace: str | None = None) -> dict[str, Any]:
+    return dict(cluster.get(kind, name, namespace=namespace).get("status") or {})
+
+
+def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((dict(c) for c in status.get("conditions") or () if c["type"] == type_), {})
+
+
+class StatusRecorder:
+    """Keeps every distinct status a resource went through (for the health-check fixtures)."""
+
+    def __init__(self) -> None:
+        self.seen: list[dict[str, Any]] = []
+
+    def add(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        slim = {"apiVersion": obj["apiVersion"], "kind": obj["kind"],
+                "metadata": {"name": meta["name"], "namespace": meta.get("namespace"), "generation": meta["generation"]},
+                "status": obj.get("status") or {}}
+        key = json.dumps({"g": meta["generation"], "s": slim["status"]}, sort_keys=True)
+        if all(json.dumps({"g": s["metadata"]["generation"], "s": s["status"]}, sort_keys=True) != key
+               for s in self.seen):
+            self.seen.append(slim)
+
+    def watch(self, cluster: Cluster, ns: str, name: str, until: Any, timeout: float) -> dict[str, Any]:
+        def poll() -> dict[str, Any] | None:
+            obj = cluster.get("dsnap", name, namespace=ns)
+            self.add(obj)
+            return obj if until(obj) else None
+        return dict(wait_for(poll, timeout, interval=0.3, what=f"dsnap {ns}/{name}"))
+
+
+def _save_fixtures(prefix: str, rec: StatusRecorder) -> None:
+    if os.environ.get("TERRASNAP_CAPTURE_FIXTURES") != "1":
+        return
+    FIXTURES.mkdir(exist_ok=True)
+    for old in FIXTURES.glob(f"{prefix}-*.json"):
+        old.unlink()
+    for i, obj in enumerate(rec.seen):
+        status = obj["status"]
+        ready = _condition(status, "Ready")
+        label = f"{status.get('phase', 'none')}-{ready.get('reason', 'noready')}".lower()
+        if status and status.get("observedGeneration") != obj["metadata"]["generation"]:
+            label += "-outdated"
+        obj = json.loads(json.dumps(obj).replace(obj["metadata"]["namespace"] or "", "ml-data"))
+        (FIXTURES / f"{prefix}-{i:02d}-{label}.json").write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@pytest.fixture
+def data_namespace(cluster: Cluster, namespace: str) -> Iterator[str]:
+    """A second namespace for the DatasetSnapshots (the operator and GC live in `namespace`)."""
+    ns = f"{namespace[:50]}-data"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("label", "namespace", ns, "terrasnap.io/test=true", *RESTRICTED)
+    yield ns
+    if os.environ.get("TERRASNAP_KEEP_NAMESPACES") != "1":
+        cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+def _upload(gcs: fakegcs.FakeGCS, bucket: str, root: Path) -> None:
+    from terrasnap.engine.store import Store
+
+    gcs.create_bucket(bucket)
+    store = Store.from_url(f"gs://{bucket}", gcs.endpoint)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        store.put_file(str(path), path.relative_to(root).as_posix())
+
+
+@pytest.mark.timeout(3 * ENGINE_RUN)
+def test_helm_install_runs_snapshots_under_the_charts_rbac(
+    cluster: Cluster, chart_crds: None, namespace: str, data_namespace: str, gcs: fakegcs.FakeGCS,
+    tmp_path: Path,
+) -> None:
+    release = f"ts{uuid.uuid4().hex[:6]}"
+    store_name = f"{release}-store"
+    bucket, raw = f"{release}-snapshots", f"{release}-raw"
+    gcs.create_bucket(bucket)
+    _upload(gcs, raw, make_demo(tmp_path / "demo"))
+    bad = tmp_path / "bad"
+    write_raster(bad / "no_crs.tif", crs=None)  # missing CRS is rejected by default: a real failure
+    _upload(gcs, f"{release}-bad", bad)
+
+    cluster.kubectl("label", "namespace", namespace, *RESTRICTED, "--overwrite")
+    # The store's credentials live in the release namespace (the default home); the operator copies them for
+    # Jobs in other namespaces. The emulator ignores them, but the RBAC paths are exercised.
+    cluster.kubectl("create", "secret", "generic", "store-key", "--from-literal=key.json={}", namespace=namespace)
+    metrics_port, health_port = _free_port(), _free_port()
+    values = {
+        "fullnameOverride": release,
+        "watchNamespaces": [data_namespace],  # leave the other tests' namespaces alone
+        "metrics": {"port": metrics_port}, "health": {"port": health_port},
+        "rbac": {"storeSecrets": [{"name": "store-key"}]},
+        "operator": {"watchServerTimeout": 30, "watchClientTimeout": 40},
+        "exampleStore": {"enabled": True, "name": store_name, "url": f"gs://{bucket}/dvc",
+                         "endpoint": gcs.endpoint, "credentialsSecret": {"name": "store-key"},
+                         "gc": {"gracePeriod": "0s"}},
+    }
+    installed = False
+    try:
+        out = h.run("install", release, str(h.CHART), "--namespace", namespace, "--wait", "--timeout", "180s",
+                    *h.values_args(values), extra_env={"KUBECONFIG": cluster.kubeconfig}, timeout=240).stdout
+        installed = True
+        notes = out.split("NOTES:", 1)[1]  # the next commands for the user
+        assert f"kubectl -n {namespace} rollout status deployment/{release}" in notes
+        assert "--for=condition=Ready" in notes and f"kubectl get snapshotstore {store_name}" in notes
+        deployment = cluster.get("deployment", release, namespace=namespace)
+        assert deployment["status"].get("readyReplicas") == 1
+        (pod,) = cluster.get("pods", "-l", "app.kubernetes.io/component=operator", namespace=namespace)["items"]
+        assert pod["spec"]["serviceAccountName"] == release
+        # the operator's own identity: the chart's ServiceAccount, no more
+        assert cluster.kubectl("auth", "can-i", "get", "secrets", "-n", "kube-system",
+                               f"--as=system:serviceaccount:{namespace}:{release}", check=False).stdout.strip() == "no"
+        assert cluster.kubectl("auth", "can-i", "list", "secrets", "-n", data_namespace,
+                               f"--as=system:serviceaccount:{namespace}:{release}", check=False).stdout.strip() == "no"
+
+        # The store: the operator reads the credentials Secret and keeps the GC CronJob in its namespace.
+        cronjob = f"terrasnap-gc-{store_name}"
+        wait_for(lambda: cluster.kubectl("get", "cronjob", cronjob, namespace=namespace, check=False).returncode == 0,
+                 60, interval=0.5, what=f"GC CronJob {cronjob} (created by the operator as its ServiceAccount)")
+        cj = cluster.get("cronjob", cronjob, namespace=namespace)
+        assert cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == f"{release}-gc"
+
+        # A snapshot over the sample data: Job → process node → real engine → Ready with a manifest.
+        rec = StatusRecorder()
+        snapshot = {"apiVersion": "terrasnap.io/v1alpha1", "kind": "DatasetSnapshot",
+                    "metadata": {"name": "buildings"},
+                    "spec": {"store": store_name, "source": {"bucket": {"url": f"gs://{raw}/"}},
+                             "validation": {"targetCRS": "EPSG:4326", "invalidGeometry": "repair"}}}
+        # `create -o json` and `patch -o json` answer with the object as stored: the status before the operator
+        # saw the change (no status, then the previous generation's).
+        rec.add(json.loads(cluster.kubectl("create", "-f", "-", "-o", "json", input=json.dumps(snapshot),
+                                           namespace=data_namespace).stdout))
+        obj = rec.watch(cluster, data_namespace, "buildings",
+                        lambda o: (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"), ENGINE_RUN)
+        status = obj["status"]
+        assert status["phase"] == "Succeeded", json.dumps(status, indent=1)
+        cluster.kubectl("wait", "--for=condition=Ready", "dsnap/buildings", "--timeout=10s", namespace=data_namespace)
+        assert status["manifest"]["uri"].startswith(f"gs://{bucket}/dvc/terrasnap/manifests/{data_namespace}/buildings/")
+        assert status["summary"]["files"] >= 5
+        # A spec change: the new generation is planned and snapshotted again.
+        rec.add(json.loads(cluster.kubectl("patch", "dsnap", "buildings", "--type=merge", "-o", "json", "-p",
+                                           json.dumps({"spec": {"validation": {"targetCRS": "EPSG:3857"}}}),
+                                           namespace=data_namespace).stdout))
+        obj = rec.watch(cluster, data_namespace, "buildings",
+                        lambda o: (o.get("status") or {}).get("observedGeneration") == 2
+                        and o["status"].get("phase") in ("Succeeded", "Failed"), ENGINE_RUN)
+        assert obj["status"]["phase"] == "Succeeded"
+        assert len(obj["status"]["history"]) == 2
+        _save_fixtures("succeeded", rec)
+
+        # Bad data: Ready=False with the engine's reason.
+        rec_bad = StatusRecorder()
+        cluster.apply({**snapshot, "metadata": {"name": "rejected"},
+                       "spec": {**snapshot["spec"], "source": {"bucket": {"url": f"gs://{release}-bad/"}}}},
+                      namespace=data_namespace)
+        obj = rec_bad.watch(cluster, data_namespace, "rejected",
+                            lambda o: (o.get("status") or {}).get("phase") in ("Succeeded", "Failed"), ENGINE_RUN)
+        assert obj["status"]["phase"] == "Failed"
+        assert _condition(obj["status"], "Ready")["status"] == "False"
+        _save_fixtures("failed", rec_bad)
+
+        # What the operator did as its ServiceAccount: the worker SA, Events, no leftover credential copies.
+        sa = cluster.get("serviceaccount", "terrasnap-worker", namespace=data_namespace)
+        assert sa["automountServiceAccountToken"] is False
+        events = cluster.get("events", namespace=data_namespace)["items"]
+        reasons = {e["reason"] for e in events if e["involvedObject"].get("name") == "buildings"}
+        assert "Snapshotted" in reasons, reasons
+        wait_for(lambda: not [s for s in cluster.get("secrets", namespace=data_namespace)["items"]
+                              if s["metadata"]["name"].endswith("-store")],
+                 60, interval=1, what="per-Job credential copies deleted")
+
+        # GC: a Job from the operator's CronJob runs `terrasnap gc` as the GC ServiceAccount (in-cluster token).
+        cluster.kubectl("create", "job", "gc-now", f"--from=cronjob/{cronjob}", namespace=namespace)
+        wait_for(lambda: (cluster.get("job", "gc-now", namespace=namespace).get("status") or {}).get("succeeded")
+                 or _job_failed(cluster, namespace), ENGINE_RUN, interval=1, what="GC Job")
+        assert not _job_failed(cluster, namespace), cluster.kubectl("logs", "job/gc-now", namespace=namespace,
+                                                                    check=False).stdout
+        last = _status(cluster, "snapshotstore", store_name)["lastGC"]
+        assert last["result"] == "Succeeded", last
+        assert last["roots"] >= 2  # the current manifests and the history of "buildings"
+        gc_log = cluster.kubectl("logs", "job/gc-now", namespace=namespace, check=False).stdout
+        assert "could not" not in gc_log, gc_log  # status patch and Event both allowed
+
+        # No permission error about this test's objects (other tests' SnapshotStores may be reconciled too).
+        log = cluster.kubectl("logs", f"deployment/{release}", namespace=namespace, check=False).stdout
+        mine = [line for line in log.splitlines() if re.search(r"403|[Ff]orbidden", line)
+                and (data_namespace in line or store_name in line or "store-key" in line)]
+        assert not mine, "\n".join(mine)
+    finally:
+        if installed:
+            op_log = cluster.kubectl("logs", f"deployment/{release}", "--tail=200", namespace=namespace, check=False)
+            print(f"--- operator log (tail) ---\n{op_log.stdout}{op_log.stderr}")
+            p = h.run("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s", check=False,
+                      extra_env={"KUBECONFIG": cluster.kubeconfig})
+            print(p.stdout, p.stderr)
+        cluster.kubectl("delete", "snapshotstore", store_name, "--ignore-not-found", "--wait=false", check=False)
+    assert cluster.kubectl("get", "clusterrole", f"{release}-operator", check=False).returncode != 0
+
+
+def _job_failed(cluster: Cluster, namespace: str) -> bool:
+    conditions = (cluster.get("job", "gc-now", namespace=namespace).get("status") or {}).get("conditions") or ()
+    return any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
