@@ -58,7 +58,7 @@ def features_start(path: str, head_bytes: int = 1 << 20) -> int | None:
         return None
 
 
-def _decode_at(buf: bytes, i: int, final: bool) -> tuple[Any, int] | None:
+def _decode_at(buf: bytes | bytearray, i: int, final: bool) -> tuple[Any, int] | None:
     """Decode the JSON value starting at buf[i]; None if it runs past the buffer (and more may come).
     Raises ValueError if it is not JSON."""
     window = 1 << 16
@@ -75,7 +75,7 @@ def _decode_at(buf: bytes, i: int, final: bool) -> tuple[Any, int] | None:
             window *= 4
 
 
-def _prev_char(buf: bytes, i: int) -> int | None:
+def _prev_char(buf: bytes | bytearray, i: int) -> int | None:
     k = i - 1
     while k >= 0 and buf[k] in _WS:
         k -= 1
@@ -86,7 +86,7 @@ def _is_feature(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("type") == "Feature"
 
 
-def _next_start(buf: bytes, i: int, final: bool) -> int | bool | None:
+def _next_start(buf: bytes | bytearray, i: int, final: bool) -> int | bool | None:
     """First feature start at or after i: its index; None if none in buf; False if undecided (need more)."""
     while True:
         j = buf.find(b"{", i)
@@ -104,7 +104,7 @@ def _next_start(buf: bytes, i: int, final: bool) -> int | bool | None:
         i = j + 1
 
 
-def _last_end(buf: bytes) -> int:
+def _last_end(buf: bytes | bytearray) -> int:
     """End (exclusive) of the last feature in buf, which runs from a feature start to EOF."""
     hi = len(buf)
     while True:
@@ -125,44 +125,53 @@ def _last_end(buf: bytes) -> int:
         hi = j
 
 
-def feature_runs(path: str, start: int, run_bytes: int) -> Iterator[bytes]:
-    """Consecutive runs of whole features (comma-separated, no brackets) of about run_bytes each."""
+def feature_runs(path: str, start: int, run_bytes: int, crs_member: Any | None = None) -> Iterator[bytes]:
+    """Consecutive runs of whole features of about run_bytes each, each wrapped as a FeatureCollection
+    (see wrap_run). One bytearray is reused as the read buffer, so memory stays at about two runs."""
+    prefix, suffix = _wrapper(crs_member)
+    buf = bytearray()
     with open(path, "rb") as f:
         f.seek(start)
-        buf = b""
         eof = False
-        while True:
-            while not eof and len(buf) < run_bytes + _READ_BLOCK:
-                block = f.read(_READ_BLOCK)
+
+        def fill(n: int) -> None:
+            nonlocal eof
+            while not eof and len(buf) < n:
+                block = f.read(min(_READ_BLOCK, max(n - len(buf), 1 << 16)))
                 eof = not block
-                buf += block
+                buf.extend(block)
+
+        while True:
+            fill(run_bytes + (1 << 20))
             k = 0
             while k < len(buf) and buf[k] in _WS:
                 k += 1
-            buf = buf[k:]
+            del buf[:k]
             if buf[:1] == b"]" or not buf:
                 return  # empty array, or the previous run took the last feature
             split = _next_start(buf, min(run_bytes, len(buf)), eof)
-            if split is False:  # a candidate runs past the buffer: read on
-                more = f.read(_READ_BLOCK)
-                eof = not more
-                buf += more
+            if split is False or (split is None and not eof):
+                fill(len(buf) + _READ_BLOCK)  # a feature runs past the buffer: read on
                 continue
             if split is None:
-                if not eof:
-                    more = f.read(_READ_BLOCK)
-                    eof = not more
-                    buf += more
-                    continue
-                yield buf[:_last_end(buf)]
+                yield _wrap(prefix, buf, _last_end(buf), suffix)
                 return
             assert isinstance(split, int) and not isinstance(split, bool)
-            run = buf[:split].rstrip(_WS)
-            yield run[:-1] if run.endswith(b",") else run
-            buf = buf[split:]
+            end = split - 1
+            while buf[end] in _WS:
+                end -= 1
+            assert buf[end] == ord(","), "a feature start follows a comma"
+            yield _wrap(prefix, buf, end, suffix)
+            del buf[:split]
 
 
-def wrap_run(run: bytes, crs_member: Any | None) -> bytes:
-    """A run of features as a FeatureCollection GDAL can open on its own."""
+def _wrap(prefix: bytes, buf: bytearray, end: int, suffix: bytes) -> bytes:
+    with memoryview(buf) as view:  # released before the buffer is resized
+        return b"".join((prefix, view[:end], suffix))
+
+
+def _wrapper(crs_member: Any | None) -> tuple[bytes, bytes]:
     crs = b'"crs":' + json.dumps(crs_member).encode() + b"," if crs_member is not None else b""
-    return b'{"type":"FeatureCollection",' + crs + b'"features":[' + run + b"]}"
+    return b'{"type":"FeatureCollection",' + crs + b'"features":[', b"]}"
+
+

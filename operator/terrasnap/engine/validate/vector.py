@@ -31,7 +31,7 @@ from pyproj import CRS
 
 from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
-from terrasnap.engine.validate.geojson import feature_runs, features_start, wrap_run
+from terrasnap.engine.validate.geojson import feature_runs, features_start
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import (
     LayerContext,
@@ -177,7 +177,7 @@ def _ogr_layers(path: str) -> list[str]:
 GEOJSON_OPEN_OPTIONS = {"DATE_AS_STRING": "YES", "ARRAY_AS_STRING": "YES"}
 # Above this size a GeoJSON is read in runs of whole features (see geojson.py: bounded memory).
 GEOJSON_CHUNKED_MIN_BYTES = 256 << 20
-GEOJSON_RUN_BYTES = 32 << 20
+GEOJSON_RUN_BYTES = 16 << 20
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -212,8 +212,8 @@ def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, g
 
     def chunked(start: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
         member = crs_member[1] if crs_member[0] else None
-        for run in feature_runs(path, start, GEOJSON_RUN_BYTES):
-            with open_arrow(wrap_run(run, member), batch_size=batch_size, use_pyarrow=True,
+        for run in feature_runs(path, start, GEOJSON_RUN_BYTES, member):
+            with open_arrow(run, batch_size=batch_size, use_pyarrow=True,
                             **GEOJSON_OPEN_OPTIONS) as (rmeta, rreader):
                 rcol = rmeta.get("geometry_name") or "wkb_geometry"
                 for batch in rreader:
