@@ -119,10 +119,24 @@ def test_nan_coordinates(tmp_path: Path) -> None:
         '{"type":"Feature","properties":{},"geometry":{"type":"Polygon","coordinates":'
         "[[[0,0],[NaN,0],[1,1],[0,0]]]}}]}"
     )
-    r = validate_vector(src, Policy(invalid_geometry="repair"), "nan.geojson")
+    r = validate_vector(src, Policy(invalid_geometry="repair"), "nan.geojson", tmp_path / "o.parquet")
+    at = src.read_bytes().index(b"[NaN")
     assert [f.message for f in r.findings] == [
-        "nan.geojson: feature 1: non-finite coordinate (nan 0) (coord-nonfinite)"
+        f"nan.geojson: 1 NaN/Infinity number literal(s), first at byte {at}: not JSON (RFC 8259), and GDAL reads "
+        "such a point as an empty geometry, silently losing it (coord-nonfinite)"
     ]
+    assert not r.ok and not (tmp_path / "o.parquet").exists()
+
+
+def test_nan_point_is_not_silently_dropped(tmp_path: Path) -> None:
+    # GDAL turns [NaN, 1] into POINT EMPTY: without the literal scan it would only be an "empty" warning
+    src = tmp_path / "p.geojson"
+    src.write_text('{"type":"FeatureCollection","features":[{"type":"Feature","properties":{"name":"NaN"},'
+                   '"geometry":{"type":"Point","coordinates":[NaN, 1]}}]}')
+    r = validate_vector(src, Policy(), "p.geojson")
+    assert rules(r) == [("coord-nonfinite", "error")] and "1 NaN/Infinity number literal(s)" in r.findings[0].message
+    ok = write_geojson(tmp_path / "q.geojson", [feature({"type": "Point", "coordinates": [0, 1]}, name="NaN")])
+    assert validate_vector(ok, Policy(), "q.geojson").findings == []  # a "NaN" string is not a literal
     assert not r.ok
 
 
