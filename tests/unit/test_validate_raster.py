@@ -185,3 +185,13 @@ def test_labels_outside_footprint(tmp_path: Path) -> None:
     ]
     assert "labels extend outside the imagery footprint" in findings[0].message
     assert "not within the union of 2 raster(s)" in findings[0].message
+
+
+def test_nan_nodata_float_raster(tmp_path: Path) -> None:
+    import math
+
+    info = inspect_raster(make_tif(tmp_path / "f.tif", dtype="float32", nodata=float("nan")), "f.tif",
+                          Policy(require_cog="ignore"))
+    assert info.ok and info.findings == []  # NaN is a set nodata, not a missing one
+    assert info.nodata is not None and math.isnan(info.nodata)
+    assert math.isnan(info.summary()["nodata"]) and info.dtype == "float32"

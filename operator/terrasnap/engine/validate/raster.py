@@ -73,11 +73,11 @@ class RasterInfo:
         return self.crs_wkt is not None and self.transform is not None
 
     def summary(self) -> dict[str, Any]:
-        """The manifest row's raster fields (contracts.md)."""
-        nodata = self.nodata
+        """The manifest row's raster fields (contracts.md). nodata stays a float (NaN is a common
+        nodata for float rasters; the manifest column is float64), so strict JSON needs allow_nan."""
         return {"crs_wkt": self.crs_wkt, "crs_projjson": self.crs_projjson, "epsg": self.epsg,
                 "width": self.width, "height": self.height, "bands": self.bands, "dtype": self.dtype,
-                "nodata": None if nodata is None else (str(nodata) if not math.isfinite(nodata) else nodata),
+                "nodata": self.nodata,
                 "transform": self.transform, "block_shape": self.block_shape, "cog": self.cog}
 
     def to_dict(self) -> dict[str, Any]:
