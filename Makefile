@@ -39,6 +39,13 @@ bench: venv
 bench-gc: venv
 	@$(PY) tests/bench/bench_gc.py
 
+.PHONY: demo-cluster bench-operator
+demo-cluster: venv
+	@$(PY) tests/demo_cluster.py --state $(STATE)/demo-cluster
+
+bench-operator: venv
+	@$(PY) tests/bench/bench_operator.py
+
 cluster-bin:
 	@bash tests/controlplane/build.sh
 
