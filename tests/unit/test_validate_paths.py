@@ -166,3 +166,22 @@ def test_validate_paths_mixed_crs_and_misaligned_rasters(tmp_path: Path) -> None
         "img/r3.tif: rasters not on one pixel grid: img/r3.tif origin is 0.5 px off "
         "img/r1.tif's grid (0.5 px in x) (raster-grid)"
     )
+
+
+def test_a_crash_on_one_file_is_an_error_on_that_file(tmp_path: Path, monkeypatch: Any) -> None:
+    from terrasnap.engine.validate import report as report_mod
+
+    vectors, _ = _setup(tmp_path)
+
+    def boom(path: str, *a: Any, **k: Any) -> Any:
+        if path.endswith("b.geojson"):
+            raise RuntimeError("odd data")
+        return real(path, *a, **k)
+
+    real = report_mod.validate_vector
+    monkeypatch.setattr(report_mod, "validate_vector", boom)
+    report = validate_paths(vectors, [], Policy(invalid_geometry="repair"), root=tmp_path / "src", workers=1)
+    errors = [f for f in report.findings if f.severity == "error"]
+    assert [f.message for f in errors] == [
+        "labels/b.geojson: validation crashed: RuntimeError: odd data (internal)"]
+    assert [v.path for v in report.vectors] == ["labels/a.geojson", "labels/b.geojson", "labels/c.geojson"]

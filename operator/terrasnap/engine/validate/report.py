@@ -101,6 +101,28 @@ def _rel(path: PathLike, root: PathLike | None) -> str:
     return p.as_posix()
 
 
+def _validate_one(path: str, policy: Policy, rel: str, out: str | None, footprint: bytes | None) -> VectorResult:
+    """validate_vector, with a bug on odd data turned into an error on that file (with the reason)
+    rather than a crash of the whole run."""
+    try:
+        return validate_vector(path, policy, rel, out, footprint=footprint)
+    except Exception as exc:
+        res = VectorResult(rel)
+        res.findings = [Finding("internal", "error", rel,
+                                f"{rel}: validation crashed: {type(exc).__name__}: {exc} (internal)")]
+        return res
+
+
+def _inspect_one(path: str, rel: str, policy: Policy) -> RasterInfo:
+    try:
+        return inspect_raster(path, rel, policy)
+    except Exception as exc:
+        info = RasterInfo(rel)
+        info.findings = [Finding("internal", "error", rel,
+                                 f"{rel}: inspection crashed: {type(exc).__name__}: {exc} (internal)")]
+        return info
+
+
 def _mp_context() -> Any:
     # fork is cheapest, but forking a process that runs other threads (a controller, a hasher) can
     # deadlock in a child on an inherited lock; then pay forkserver's start-up instead.
@@ -116,7 +138,7 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
     given, else the path as passed."""
     policy = policy or Policy()
     report = Report(policy)
-    report.rasters = sorted((inspect_raster(*_split(a, root), policy) for a in raster_paths), key=lambda r: r.path)
+    report.rasters = sorted((_inspect_one(*_split(a, root), policy) for a in raster_paths), key=lambda r: r.path)
     union = footprint_union(report.rasters, policy.target) if report.rasters else None
     footprint = shapely.to_wkb(union) if union is not None and not union.is_empty else None
 
@@ -128,10 +150,10 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
     # biggest first: the pool's tail is then made of small files
     jobs.sort(key=lambda j: -_size(j[0]))
     if workers <= 1 or len(jobs) <= 1:
-        results = [validate_vector(p, policy, rel, out, footprint=footprint) for p, rel, out in jobs]
+        results = [_validate_one(p, policy, rel, out, footprint) for p, rel, out in jobs]
     else:
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_mp_context()) as pool:
-            futures = [pool.submit(validate_vector, p, policy, rel, out, footprint=footprint) for p, rel, out in jobs]
+            futures = [pool.submit(_validate_one, p, policy, rel, out, footprint) for p, rel, out in jobs]
             results = [f.result() for f in futures]
     report.vectors = sorted(results, key=lambda r: r.path)
     report.set_findings = check_vector_set(report.vectors, policy) + check_raster_set(report.rasters, None, policy)
