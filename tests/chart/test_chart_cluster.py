@@ -132,7 +132,8 @@ def _save_fixtures(prefix: str, rec: StatusRecorder) -> None:
         label = f"{status.get('phase', 'none')}-{ready.get('reason', 'noready')}".lower()
         if status and status.get("observedGeneration") != obj["metadata"]["generation"]:
             label += "-outdated"
-        obj = json.loads(json.dumps(obj).replace(obj["metadata"]["namespace"] or "", "ml-data"))
+        if obj["metadata"].get("namespace"):
+            obj = json.loads(json.dumps(obj).replace(obj["metadata"]["namespace"], "ml-data"))
         (FIXTURES / f"{prefix}-{i:02d}-{label}.json").write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
@@ -268,6 +269,9 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
         last = _status(cluster, "snapshotstore", store_name)["lastGC"]
         assert last["result"] == "Succeeded", last
         assert last["roots"] >= 2  # the current manifests and the history of "buildings"
+        rec_store = StatusRecorder()
+        rec_store.add(cluster.get("snapshotstore", store_name))
+        _save_fixtures("store", rec_store)
         gc_log = cluster.kubectl("logs", "job/gc-now", namespace=namespace, check=False).stdout
         assert "could not" not in gc_log, gc_log  # status patch and Event both allowed
 
@@ -290,3 +294,30 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
 def _job_failed(cluster: Cluster, namespace: str) -> bool:
     conditions = (cluster.get("job", "gc-now", namespace=namespace).get("status") or {}).get("conditions") or ()
     return any(c["type"] == "Failed" and c["status"] == "True" for c in conditions)
+
+
+# --- the GitOps example ---------------------------------------------------------------------------------
+
+GITOPS = h.REPO / "examples" / "gitops"
+
+
+def test_gitops_example_renders_and_passes_server_side_dry_run(cluster: Cluster, chart_crds: None,
+                                                               namespace: str) -> None:
+    """`kubectl kustomize examples/gitops` (kustomize built into kubectl) → the apiserver accepts every object
+    (schemas, CEL rules) in a server-side dry run; the namespace is swapped for this test's own."""
+    import yaml
+
+    rendered = cluster.kubectl("kustomize", str(GITOPS)).stdout
+    objs = [o for o in yaml.safe_load_all(rendered) if o]
+    kinds = sorted(o["kind"] for o in objs)
+    assert kinds == ["DatasetSnapshot", "DatasetSnapshot", "Namespace", "SnapshotStore"], kinds
+    store = next(o for o in objs if o["kind"] == "SnapshotStore")
+    assert "namespace" not in store["metadata"]  # cluster-scoped: kustomize's namespace must not touch it
+    for o in objs:
+        assert o["metadata"]["labels"]["app.kubernetes.io/part-of"] == "training-data"
+        if o["kind"] == "DatasetSnapshot":
+            assert o["metadata"]["namespace"] == "ml-data" and o["spec"]["store"] == store["metadata"]["name"]
+    swapped = json.loads(json.dumps(objs).replace('"ml-data"', json.dumps(namespace)))
+    p = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=_as_list(swapped), check=False)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.count("(server dry run)") == len(objs), p.stdout

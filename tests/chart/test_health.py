@@ -1,0 +1,102 @@
+"""The Argo CD health check (deploy/argocd/health.lua) run by a real Lua 5.1 interpreter (lupa embeds the C
+implementation; Argo CD's gopher-lua implements 5.1), and kstatus's rules (tests/chart/kstatus.py), on statuses
+recorded from real runs of the operator (tests/chart/fixtures/, captured by test_chart_cluster.py with
+TERRASNAP_CAPTURE_FIXTURES=1).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart import kstatus
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+LUA = REPO / "deploy" / "argocd" / "health.lua"
+FIXTURES = sorted((HERE / "fixtures").glob("*.json"))
+
+# fixture label (file name without prefix/index) → (Argo CD health, kstatus)
+EXPECTED = {
+    "none-noready": ("Progressing", kstatus.CURRENT),  # kstatus's known gap: no status yet reads as Current
+    "pending-progressing": ("Progressing", kstatus.IN_PROGRESS),
+    "running-progressing": ("Progressing", kstatus.IN_PROGRESS),
+    "succeeded-snapshotted": ("Healthy", kstatus.CURRENT),
+    "succeeded-snapshotted-outdated": ("Progressing", kstatus.IN_PROGRESS),
+    "failed-validationfailed": ("Degraded", kstatus.FAILED),
+    "none-configured": ("Healthy", kstatus.CURRENT),  # SnapshotStore: Ready, GC CronJob in place
+}
+
+
+def label(path: Path) -> str:
+    return path.stem.split("-", 2)[2]
+
+
+def health(obj: dict[str, Any]) -> dict[str, str]:
+    """Run the script as Argo CD does: `obj` is a global table made from the JSON object; it returns hs."""
+    from lupa import lua51
+
+    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(json.loads(json.dumps(obj)), recursive=True)
+    assert lua.eval("_VERSION") == "Lua 5.1"
+    hs = lua.execute(LUA.read_text())
+    return {"status": hs["status"], "message": hs["message"]}
+
+
+def test_fixtures_cover_every_state():
+    labels = {label(p) for p in FIXTURES}
+    assert labels >= set(EXPECTED) - {"none-configured"}, labels
+    assert labels <= set(EXPECTED), labels - set(EXPECTED)
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_argocd_health_and_kstatus_on_recorded_statuses(path: Path):
+    obj = json.loads(path.read_text())
+    want_health, want_kstatus = EXPECTED[label(path)]
+    hs = health(obj)
+    assert hs["status"] == want_health, hs
+    assert hs["message"]
+    assert kstatus.compute(obj)[0] == want_kstatus
+
+
+def _ready_snapshot() -> dict[str, Any]:
+    return json.loads(next(p for p in FIXTURES if label(p) == "succeeded-snapshotted").read_text())
+
+
+def test_health_and_kstatus_agree_where_both_decide():
+    """Healthy ⇔ Current, Degraded ⇔ Failed, Progressing ⇔ InProgress (except before the first status)."""
+    pairs = {"Healthy": kstatus.CURRENT, "Degraded": kstatus.FAILED, "Progressing": kstatus.IN_PROGRESS}
+    for path in FIXTURES:
+        obj = json.loads(path.read_text())
+        if obj.get("status"):
+            assert pairs[health(obj)["status"]] == kstatus.compute(obj)[0], path.name
+
+
+def test_message_of_a_rejected_snapshot_is_the_engines():
+    obj = json.loads(next(p for p in FIXTURES if label(p) == "failed-validationfailed").read_text())
+    assert "raster has no CRS" in health(obj)["message"]
+
+
+def test_deletion_and_spec_change_are_progressing():
+    obj = _ready_snapshot()
+    deleting = copy.deepcopy(obj)
+    deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    assert health(deleting)["status"] == "Progressing"
+    assert kstatus.compute(deleting)[0] == kstatus.TERMINATING
+    changed = copy.deepcopy(obj)
+    changed["metadata"]["generation"] += 1
+    assert health(changed)["status"] == "Progressing"
+    assert "generation" in health(changed)["message"]
+    assert kstatus.compute(changed)[0] == kstatus.IN_PROGRESS
+
+
+def test_argocd_configmap_patch_embeds_the_same_script():
+    patch = yaml.safe_load((REPO / "deploy" / "argocd" / "argocd-cm-patch.yaml").read_text())
+    script = LUA.read_text()
+    for kind in ("DatasetSnapshot", "SnapshotStore"):
+        assert patch["data"][f"resource.customizations.health.terrasnap.io_{kind}"] == script
