@@ -185,3 +185,15 @@ def test_a_crash_on_one_file_is_an_error_on_that_file(tmp_path: Path, monkeypatc
     assert [f.message for f in errors] == [
         "labels/b.geojson: validation crashed: RuntimeError: odd data (internal)"]
     assert [v.path for v in report.vectors] == ["labels/a.geojson", "labels/b.geojson", "labels/c.geojson"]
+
+
+def test_footprint_that_cannot_be_reprojected_is_a_warning(tmp_path: Path) -> None:
+    vectors, _ = _setup(tmp_path)
+    far = tif(tmp_path / "src" / "img" / "far.tif", 179.9)  # the far side of an orthographic target
+    report = validate_paths(vectors[2:], [far], Policy(target_crs="+proj=ortho +lat_0=0 +lon_0=0"),
+                            root=tmp_path / "src", workers=1)
+    assert report.ok
+    msgs = [f.message for f in report.set_findings if f.rule == "footprint"]
+    assert msgs == ["imagery footprint could not be computed in +proj=ortho +lat_0=0 +lon_0=0: img/far.tif's "
+                    "outline does not map into unknown; labels not checked against it (footprint)"]
+    assert report.vectors[0].layers[0].outside_footprint == 0

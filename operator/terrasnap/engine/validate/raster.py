@@ -173,7 +173,9 @@ def raster_footprint(info: RasterInfo, target: CRS, densify: int = 21) -> Any:
     xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
     src = CRS.from_wkt(info.crs_wkt)
     if not crs_is_same(src, target):
-        xs, ys = Transformer.from_crs(src, target, always_xy=True).transform(xs, ys)
+        xs, ys = Transformer.from_crs(src, target, always_xy=True).transform(xs, ys, errcheck=False)
+    if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
+        raise ValueError(f"{info.path}'s outline does not map into {target.name}")
     return shapely.make_valid(shapely.Polygon(np.column_stack([xs, ys])))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import shapely
 
 from terrasnap.engine.normalize import normalized_relpath
@@ -139,8 +140,18 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
     policy = policy or Policy()
     report = Report(policy)
     report.rasters = sorted((_inspect_one(*_split(a, root), policy) for a in raster_paths), key=lambda r: r.path)
-    union = footprint_union(report.rasters, policy.target) if report.rasters else None
-    footprint = shapely.to_wkb(union) if union is not None and not union.is_empty else None
+    footprint = None
+    footprint_findings: list[Finding] = []
+    try:
+        union = footprint_union(report.rasters, policy.target) if report.rasters else None
+        if union is not None and not union.is_empty and np.isfinite(shapely.bounds(union)).all():
+            footprint = shapely.to_wkb(union)
+        elif union is not None:
+            raise ValueError(f"footprint is not finite in {policy.target_crs}")
+    except Exception as exc:  # labels are then simply not checked against the imagery
+        footprint_findings.append(Finding("footprint", "warning", "",
+                                          f"imagery footprint could not be computed in {policy.target_crs}: {exc}; "
+                                          "labels not checked against it (footprint)"))
 
     jobs = []
     for a in vector_paths:
@@ -156,7 +167,8 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
             futures = [pool.submit(_validate_one, p, policy, rel, out, footprint) for p, rel, out in jobs]
             results = [f.result() for f in futures]
     report.vectors = sorted(results, key=lambda r: r.path)
-    report.set_findings = check_vector_set(report.vectors, policy) + check_raster_set(report.rasters, None, policy)
+    report.set_findings = (check_vector_set(report.vectors, policy) + check_raster_set(report.rasters, None, policy)
+                           + footprint_findings)
     return report
 
 
