@@ -145,9 +145,10 @@ def test_misaligned_rasters(tmp_path: Path) -> None:
     # a sub-tolerance difference (float noise) is not a misalignment
     infos = _infos(tmp_path, {"a.tif": {}, "d.tif": {"x0": 500640.0 + 1e-9}})
     assert check_raster_set(infos, None, Policy()) == []
-    # the policy can downgrade grid problems
+    # the policy can downgrade grid problems (also passed as the second argument, contracts.md's form)
     infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500645.0}})
     assert [f.severity for f in check_raster_set(infos, None, Policy(require_same_grid=False))] == ["warning"]
+    assert [f.severity for f in check_raster_set(infos, Policy(require_same_grid=False))] == ["warning"]
 
 
 def test_different_crs_and_pixel_size(tmp_path: Path) -> None:

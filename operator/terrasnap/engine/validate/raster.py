@@ -186,13 +186,17 @@ def footprint_union(infos: Sequence[RasterInfo], target: CRS) -> Any | None:
 
 # --- the set ----------------------------------------------------------------------------------------
 
-def check_raster_set(infos: Sequence[RasterInfo], vector_bboxes: Mapping[str, Sequence[float]] | None = None,
+def check_raster_set(infos: Sequence[RasterInfo],
+                     vector_bboxes: Mapping[str, Sequence[float]] | Policy | None = None,
                      policy: Policy | None = None) -> list[Finding]:
     """Rules across rasters (one grid) and between rasters and labels.
 
     vector_bboxes: label file path -> bbox [xmin, ymin, xmax, ymax] in the policy's target CRS.
     Compared in the target CRS. Files are taken in path order so the reference raster is stable.
+    `check_raster_set(infos, policy)` (docs/contracts.md's short form) works too.
     """
+    if isinstance(vector_bboxes, Policy):
+        vector_bboxes, policy = None, vector_bboxes
     policy = policy or Policy()
     grid_sev: Severity = "error" if policy.require_same_grid else "warning"
     out: list[Finding] = []
