@@ -424,3 +424,11 @@ def test_chunked_geojson_truncated_file_is_a_parse_error(tmp_path: Path, monkeyp
     r = validate_vector(src, Policy(), "t.geojson", tmp_path / "o.parquet")
     assert not r.ok and rules(r) == [("parse", "error")]
     assert not (tmp_path / "o.parquet").exists()
+
+
+def test_messages_name_the_feature_id(tmp_path: Path) -> None:
+    feats = [dict(feature(poly(SQUARE)), id="bldg-1"), dict(feature(poly(BOWTIE)), id="bldg-2")]
+    src = write_geojson(tmp_path / "ids.geojson", feats)
+    r = validate_vector(src, Policy(), "ids.geojson")
+    assert [f.message for f in r.findings] == [
+        "ids.geojson: feature 1 (id=bldg-2): Self-intersection at or near point (0.5 0.5) (is_valid)"]

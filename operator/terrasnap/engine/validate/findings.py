@@ -73,9 +73,29 @@ class Collector:
     _examples: dict[tuple[str, Severity], int] = field(default_factory=dict)
     _overflow: dict[tuple[str, Severity], list[int]] = field(default_factory=dict)  # [count, first feature]
 
+    # The current batch's feature ids (an "id" attribute, e.g. GeoJSON string ids), so a message can
+    # name the feature the way its author knows it: (index of ids[0], column). Looked up lazily.
+    _ids: tuple[int, Any] | None = None
+
+    def set_ids(self, offset: int, ids: Any | None) -> None:
+        self._ids = None if ids is None else (offset, ids)
+
+    def _id_of(self, feature: int) -> str | None:
+        if self._ids is None:
+            return None
+        offset, ids = self._ids
+        if not 0 <= feature - offset < len(ids):
+            return None
+        value = ids[feature - offset]
+        value = value.as_py() if hasattr(value, "as_py") else value
+        return None if value is None else str(value)[:80]
+
     def where(self, feature: int | None = None) -> str:
         loc = self.path if self.layer is None else f"{self.path} (layer {self.layer})"
-        return loc if feature is None else f"{loc}: feature {feature}"
+        if feature is None:
+            return loc
+        fid = self._id_of(feature)
+        return f"{loc}: feature {feature}" + (f" (id={fid})" if fid is not None else "")
 
     def add(self, rule: str, severity: Severity, what: str, feature: SupportsIndex | None = None,
             count: int = 1) -> None:

@@ -542,7 +542,9 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
+                    id_col = layer.attributes.get_field_index("id")
                     for attrs, wkb in prefetch(layer.batches):
+                        lcol.set_ids(offset, attrs.column(id_col) if id_col >= 0 else None)
                         keep, geoms, changed = check_batch(wkb, offset, ctx, stats, lcol)
                         if writer is not None and keep.any():
                             # unchanged geometries keep their input WKB: no re-encoding
