@@ -447,6 +447,25 @@ def test_persistent_volume_claim_shared_between_pods(cluster: Cluster, namespace
     assert terminated(cluster.get("pod", "reader", namespace=namespace))["message"] == "persisted\n"
 
 
+def test_host_path_reaches_the_host_and_the_container_layer_does_not(cluster: Cluster, namespace: str,
+                                                                    tmp_path: Path) -> None:
+    host_dir = tmp_path / "exchange"
+    host_dir.mkdir()
+    (host_dir / "in.txt").write_text("from the host")
+    stray = Path("/tmp") / f"terrasnap-stray-{uuid.uuid4().hex[:8]}"
+    cmd = (f"cat /exchange/in.txt > /exchange/out.txt && echo ' and back' >> /exchange/out.txt && "
+           f"echo lost > {stray}")
+    cluster.apply(pod("hostpath", [], volumes=[{"name": "x", "hostPath": {"path": str(host_dir), "type": "Directory"}}],
+                      containers=[{"name": "main", "image": "x", "command": ["sh", "-c", cmd],
+                                   "volumeMounts": [{"name": "x", "mountPath": "/exchange"}]}]),
+                  namespace=namespace)
+    wait_for(lambda: pod_phase(cluster, namespace, "hostpath") in ("Succeeded", "Failed"), 30, what="pod finished")
+    assert pod_phase(cluster, namespace, "hostpath") == "Succeeded"
+    assert (host_dir / "out.txt").read_text() == "from the host and back\n"
+    # outside its volumes a container writes to its own layer, which the host never sees
+    assert not stray.exists()
+
+
 def test_init_container_and_restart_on_failure(cluster: Cluster, namespace: str) -> None:
     p = pod("init", [], restartPolicy="OnFailure", volumes=[{"name": "w", "emptyDir": {}}],
             initContainers=[{"name": "prep", "image": "x", "command": ["sh", "-c", "echo prepared > /w/state"],
