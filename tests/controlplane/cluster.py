@@ -51,6 +51,7 @@ CONTROLLERS = [
     "persistentvolume-binder-controller",
     "persistentvolume-protection-controller",
     "persistentvolumeclaim-protection-controller",
+    "ephemeral-volume-controller",
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
     "replicaset-controller",

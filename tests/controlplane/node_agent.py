@@ -435,8 +435,11 @@ class PodWorker:
                 elif not p.exists():
                     p.mkdir(parents=True, exist_ok=True)  # kubelet's default ("") creates nothing; be lenient
                 vols[name] = {"path": str(p), "ro": False}
-            elif "persistentVolumeClaim" in v:
-                claim = v["persistentVolumeClaim"]["claimName"]
+            elif "persistentVolumeClaim" in v or "ephemeral" in v:
+                # a generic ephemeral volume is a PVC named <pod>-<volume>, made by the ephemeral-volume
+                # controller and owned by the pod
+                pvc_src = v.get("persistentVolumeClaim") or {"claimName": f"{self.name}-{name}"}
+                claim = pvc_src["claimName"]
                 pvc = self.kube.get(f"/api/v1/namespaces/{self.ns}/persistentvolumeclaims/{claim}", ok404=True)
                 if pvc is None:
                     raise ConfigError("FailedMount", f'persistentvolumeclaim "{claim}" not found')
@@ -447,9 +450,7 @@ class PodWorker:
                 if not src:
                     raise ConfigError("FailedMount", f"volume {pv['metadata']['name']} is not a host path")
                 Path(src).mkdir(parents=True, exist_ok=True)
-                vols[name] = {"path": src, "ro": bool(v["persistentVolumeClaim"].get("readOnly"))}
-            elif "ephemeral" in v:
-                raise ConfigError("FailedMount", "ephemeral volumes are not supported by this test node")
+                vols[name] = {"path": src, "ro": bool(pvc_src.get("readOnly"))}
             else:
                 kind = next(k for k in v if k != "name")
                 raise ConfigError("FailedMount", f"volume type {kind} is not supported by this test node")
