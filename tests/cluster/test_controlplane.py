@@ -4,6 +4,7 @@ and a node that really runs pods. Each test asserts on something only the real c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import textwrap
 import time
@@ -84,7 +85,11 @@ def terminated(p: dict, i: int = 0) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def test_cluster_is_the_real_thing(cluster: Cluster) -> None:
+def test_cluster_is_the_real_thing(cluster: Cluster, k8s_client, kubeconfig: str) -> None:
+    from kubernetes import client
+
+    assert os.environ["KUBECONFIG"] == kubeconfig == cluster.kubeconfig
+    assert client.CoreV1Api(k8s_client).read_node(cluster.node_name).status.node_info.kubelet_version == cluster.version
     v = json.loads(cluster.kubectl("version", "-o", "json").stdout)
     assert v["serverVersion"]["gitVersion"] == cluster.version
     assert v["clientVersion"]["gitVersion"] == cluster.version  # our own kubectl, not the machine's
