@@ -282,6 +282,12 @@ class GCRun:
         self.marker_expires = expires
 
     def load_roots(self) -> None:
+        """List every manifest folder, then read each root's metadata.json (a root must be published)."""
+        folders: dict[str, ManifestFolder] = {}
+        for rel, info in self.store.list_prefix(MANIFEST_PREFIX):
+            parent = posixpath.dirname(rel)
+            folders.setdefault(parent, ManifestFolder(parent, {})).files[rel] = _mtime(info)
+        self.folders = folders
         for uri in self.roots:
             try:
                 rel = self.store.rel_from_uri(uri)
@@ -290,8 +296,10 @@ class GCRun:
             folder = posixpath.dirname(rel) if rel.endswith(MANIFEST_FILE) else rel.rstrip("/")
             if not folder.startswith(MANIFEST_PREFIX + "/"):
                 raise GCFailedClosed(f"unknown root {uri!r}: not a manifest under {MANIFEST_PREFIX}/")
-            if not self.store.exists(posixpath.join(folder, MANIFEST_FILE)):
+            if folder not in folders or not folders[folder].published:
                 raise GCFailedClosed(f"unknown root {uri!r}: {folder}/{MANIFEST_FILE} does not exist")
+            if folder in self.root_folders:
+                continue
             meta_rel = posixpath.join(folder, METADATA_FILE)
             try:
                 data = self.store.read_bytes(meta_rel)
@@ -301,14 +309,9 @@ class GCRun:
             self.root_folders.add(folder)
 
     def scan_manifests(self) -> None:
-        """Every manifest folder; the objects of young ones are used, whatever the roots say."""
-        folders: dict[str, ManifestFolder] = {}
-        for rel, info in self.store.list_prefix(MANIFEST_PREFIX):
-            parent = posixpath.dirname(rel)
-            folders.setdefault(parent, ManifestFolder(parent, {})).files[rel] = _mtime(info)
-        self.folders = folders
+        """Published or not, root or not: the objects of manifest folders younger than the grace are used."""
         now = self.clock()
-        for folder in folders.values():
+        for folder in self.folders.values():
             if folder.rel in self.root_folders:
                 continue
             newest = folder.newest()
@@ -317,8 +320,8 @@ class GCRun:
             if young and meta_rel in folder.files:
                 try:
                     data = self.store.read_bytes(meta_rel)
-                except FileNotFoundError:
-                    continue  # being deleted by another GC in complete mode; only old folders are
+                except FileNotFoundError as exc:  # young folders are never GC'd: someone else deleted it
+                    raise GCFailedClosed(f"{meta_rel} vanished while GC read it") from exc
                 self.used |= parse_metadata_objects(meta_rel, data)
 
     def read_registrations(self) -> None:

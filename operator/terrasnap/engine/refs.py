@@ -254,7 +254,7 @@ class Registration:
         *,
         repair: Callable[[], None] | None = None,
         poll: float = 2.0,
-        timeout: float | None = None,
+        timeout: float | None = 2 * (MARKER_TTL + CLOCK_SKEW),
     ) -> None:
         """verify() now, and once more after every GC batch that may not have seen us is over.
 
