@@ -19,7 +19,8 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	@$(PY) tests/demo.py --state $(STATE)/demo
 
-test: venv
+# Binaries (Kubernetes, helm) are built or found in the cache first, so no test timeout includes a build.
+test: venv cluster-bin helm-bin
 	@$(PY) -m pytest tests
 
 test-unit: venv
