@@ -234,6 +234,15 @@ def test_rfc7946_projected_crs_member_is_an_error(tmp_path: Path) -> None:
     assert r.layers[0].epsg == 3857 and not (tmp_path / "p.parquet").exists()
 
 
+def test_projected_coordinates_without_crs_member(tmp_path: Path) -> None:
+    ring = [[500000, 5000000], [500010, 5000000], [500010, 5000010], [500000, 5000000]]
+    src = write_geojson(tmp_path / "utm.geojson", [feature(poly(ring))])
+    r = validate_vector(src, Policy(), "utm.geojson")
+    assert rules(r) == [("coord-range", "error"), ("rfc7946-crs", "warning")]
+    assert ("utm.geojson: coordinates look projected (x 500000..500010, y 5000000..5000010) but RFC 7946 GeoJSON "
+            "is always WGS84 lon/lat: reproject the file to EPSG:4326 (rfc7946-crs)") in [f.message for f in r.findings]
+
+
 def test_crs_member_found_after_features_in_big_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(vector_mod, "_HEAD_BYTES", 256)
     monkeypatch.setattr(vector_mod, "_TAIL_BYTES", 200)

@@ -576,12 +576,17 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
 
 def _rfc7946(member: tuple[bool, Any], crs: CRS | None, stats: LayerStats, col: Collector) -> None:
     present, value = member
+    b = stats.raw_bounds
+    looks_projected = b is not None and (max(abs(b[0]), abs(b[2])) > 180 or max(abs(b[1]), abs(b[3])) > 90)
     if not present:
+        if looks_projected and b is not None:
+            # the per-feature coord-range errors say where; this says why
+            col.add("rfc7946-crs", "warning",
+                    f"coordinates look projected (x {fmt(b[0])}..{fmt(b[2])}, y {fmt(b[1])}..{fmt(b[3])}) but "
+                    "RFC 7946 GeoJSON is always WGS84 lon/lat: reproject the file to EPSG:4326")
         return
     name = _crs_member_name(value)
     declared_wgs84 = crs is not None and crs_is_same(crs, _WGS84)
-    b = stats.raw_bounds
-    looks_projected = b is not None and (max(abs(b[0]), abs(b[2])) > 180 or max(abs(b[1]), abs(b[3])) > 90)
     if declared_wgs84:
         col.add("rfc7946-crs", "warning",
                 f"legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored")
