@@ -577,7 +577,8 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
 def _rfc7946(member: tuple[bool, Any], crs: CRS | None, stats: LayerStats, col: Collector) -> None:
     present, value = member
     b = stats.raw_bounds
-    looks_projected = b is not None and (max(abs(b[0]), abs(b[2])) > 180 or max(abs(b[1]), abs(b[3])) > 90)
+    # beyond any reading as degrees (a latitude of 91 is a wrong coordinate, not a projected one)
+    looks_projected = b is not None and (max(abs(b[0]), abs(b[2])) > 360 or max(abs(b[1]), abs(b[3])) > 180)
     if not present:
         if looks_projected and b is not None:
             # the per-feature coord-range errors say where; this says why
