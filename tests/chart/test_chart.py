@@ -294,6 +294,12 @@ def test_more_replicas_run_a_kopf_peering_with_distinct_priorities():
     assert sts["spec"]["serviceName"] == h.one(objs, "Service")["metadata"]["name"]
 
 
+def test_more_replicas_need_the_whole_cluster():
+    p = h.run("template", "t", str(h.CHART), *h.values_args({"replicaCount": 2, "watchNamespaces": ["a"]}),
+              check=False)
+    assert p.returncode != 0 and "replicaCount > 1 needs the whole cluster" in p.stderr, p.stderr
+
+
 @pytest.mark.parametrize("values, complaint", [
     ({"replicas": 2}, "replicas"),                                   # typo of replicaCount
     ({"image": {"repository": "x", "tga": "1"}}, "tga"),

@@ -57,8 +57,9 @@ def chart_crds(cluster: Cluster) -> None:
 DRY_RUN_VALUES = {
     "default": {},
     "non-default": {**NON_DEFAULT, "metrics": {"serviceMonitor": {"enabled": False}}},  # no prometheus CRDs here
-    "ha+namespaces": {"replicaCount": 3, "watchNamespaces": ["team-*"], "rbac": {"storeSecrets": [{"name": "k"}]},
-                      "exampleStore": {"enabled": True, "url": "file:///data/store"}},
+    "ha": {"replicaCount": 3, "rbac": {"storeSecrets": [{"name": "k"}]},
+           "exampleStore": {"enabled": True, "url": "file:///data/store"}},
+    "namespaces": {"watchNamespaces": ["team-*", "ml-data"], "worker": {"namespaces": ["default"]}},
 }
 
 
@@ -69,7 +70,7 @@ def test_rendered_manifests_pass_server_side_dry_run(cluster: Cluster, chart_crd
     values = dict(DRY_RUN_VALUES[case])
     if case == "non-default":
         values["worker"] = {**values["worker"], "namespaces": [namespace]}
-    objs = h.template(values, release=f"dry-{case.replace('+', '-')}", namespace=namespace)
+    objs = h.template(values, release=f"dry-{case}", namespace=namespace)
     assert len(objs) >= 10
     p = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=_as_list(objs), check=False)
     assert p.returncode == 0, p.stderr
@@ -321,3 +322,130 @@ def test_gitops_example_renders_and_passes_server_side_dry_run(cluster: Cluster,
     p = cluster.kubectl("apply", "--dry-run=server", "-f", "-", input=_as_list(swapped), check=False)
     assert p.returncode == 0, p.stderr
     assert p.stdout.count("(server dry run)") == len(objs), p.stdout
+
+
+# --- more than one replica: kopf peering under the chart's RBAC ----------------------------------------------
+
+
+def _token_kubeconfig(cluster: Cluster, namespace: str, service_account: str, path: Path) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount (a token from the TokenRequest API)."""
+    import yaml
+
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    server = admin["clusters"][0]["cluster"]
+    token = cluster.kubectl("create", "token", service_account, "--duration=1h", namespace=namespace).stdout.strip()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sa",
+        "clusters": [{"name": "test", "cluster": server}],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "test", "user": service_account, "namespace": namespace}}],
+    }))
+    return path
+
+
+class Replica:
+    """One replica of the rendered StatefulSet's container, run as a local process (the process node shares
+    one network namespace, so in-cluster replicas would collide on their ports) with the SA's token."""
+
+    def __init__(self, container: dict[str, Any], namespace: str, index: int, kubeconfig: Path, log: Path):
+        import subprocess
+        import sys
+
+        self.health = _free_port()
+        env: dict[str, str] = {"PATH": os.environ["PATH"], "HOME": str(log.parent), "KUBECONFIG": str(kubeconfig),
+                               "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+        for e in container["env"]:
+            if "value" in e:
+                env[e["name"]] = e["value"]
+        field_values = {"metadata.namespace": namespace, "metadata.name": f"replica-{index}",
+                        "metadata.labels['apps.kubernetes.io/pod-index']": str(index)}
+        for e in container["env"]:
+            if "valueFrom" in e:
+                env[e["name"]] = field_values[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        env["TMPDIR"] = env["HOME"] = str(log.parent)
+        args = [a for a in container["args"] if not a.startswith(("--metrics-port", "--liveness"))]
+        args += ["--metrics-port=0", f"--liveness=http://127.0.0.1:{self.health}/healthz"]
+        self.log = log
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen([str(Path(sys.executable).parent / "terrasnap"), *args], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT, start_new_session=True)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except Exception:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+@pytest.mark.timeout(3 * ENGINE_RUN)
+def test_replicas_share_a_kopf_peering_and_fail_over(cluster: Cluster, chart_crds: None, namespace: str,
+                                                     data_namespace: str, gcs: fakegcs.FakeGCS,
+                                                     tmp_path: Path) -> None:
+    """Two replicas as the chart renders them: distinct priorities from the pod index, one active, the other
+    standing by; when the active one stops, the other takes over. Cluster-wide (kopf's peering needs it), so for
+    its two minutes the replicas also see other tests' DatasetSnapshots; their Jobs have deterministic names
+    and status writes are conditional, so a concurrent test's operator and these converge on the same state."""
+    release = f"ha{uuid.uuid4().hex[:6]}"
+    bucket, raw = f"{release}-snapshots", f"{release}-raw"
+    gcs.create_bucket(bucket)
+    _upload(gcs, raw, make_demo(tmp_path / "demo"))
+    values = {"fullnameOverride": release, "replicaCount": 2,
+              "operator": {"watchServerTimeout": 30, "watchClientTimeout": 40},
+              "exampleStore": {"enabled": True, "name": f"{release}-store", "url": f"gs://{bucket}/dvc",
+                               "endpoint": gcs.endpoint}}
+    objs = h.template(values, release=release, namespace=namespace)
+    sts = h.one(objs, "StatefulSet", release)
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    # Everything but the StatefulSet itself (its replicas run below as processes, with the same command/env).
+    cluster.kubectl("apply", "-f", "-", input=_as_list([o for o in objs if o["kind"] != "StatefulSet"]))
+    kubeconfig = _token_kubeconfig(cluster, namespace, release, tmp_path / "kubeconfig")
+    replicas = [Replica(container, namespace, i, kubeconfig, tmp_path / f"replica-{i}.log") for i in (0, 1)]
+    try:
+        peering = wait_for(lambda: len(cluster.get("clusterkopfpeering", release).get("status") or {}) == 2
+                           and cluster.get("clusterkopfpeering", release)["status"], 60, interval=0.5,
+                           what="both replicas in the peering")
+        assert sorted(p["priority"] for p in peering.values()) == [0, 1]  # distinct priorities
+        # kopf starts a replica with mandatory peering paused; only the highest priority one stays resumed
+        # (one that started first may resume and pause again once it sees the higher one).
+        resumed = "Resuming operations after the pause"
+
+        def paused(replica: Replica) -> bool:
+            states = re.findall(r"(Resuming operations|Pausing operations)", replica.text())
+            return not states or states[-1] == "Pausing operations"
+
+        wait_for(lambda: resumed in replicas[1].text() and paused(replicas[0]), 30,
+                 what="replica 1 (priority 1) active, replica 0 standing by")
+        assert not paused(replicas[1])
+
+        def snapshot(name: str) -> dict[str, Any]:
+            cluster.apply({"apiVersion": "terrasnap.io/v1alpha1", "kind": "DatasetSnapshot",
+                           "metadata": {"name": name},
+                           "spec": {"store": f"{release}-store", "source": {"bucket": {"url": f"gs://{raw}/"}},
+                                    "validation": {"invalidGeometry": "repair"}}}, namespace=data_namespace)
+            return dict(wait_for(lambda: (cluster.get("dsnap", name, namespace=data_namespace).get("status") or {})
+                                 .get("phase") in ("Succeeded", "Failed")
+                                 and cluster.get("dsnap", name, namespace=data_namespace)["status"],
+                                 ENGINE_RUN, interval=1, what=f"dsnap {name}"))
+
+        assert snapshot("first")["phase"] == "Succeeded"
+        assert "created Job" in replicas[1].text() and "created Job" not in replicas[0].text()
+        # The active replica stops (a rollout, a node drain): the standby takes over.
+        replicas[1].stop()
+        wait_for(lambda: not paused(replicas[0]), 60, what="failover")
+        assert snapshot("second")["phase"] == "Succeeded"
+        assert "created Job" in replicas[0].text()
+        forbidden = [line for line in (replicas[0].text() + replicas[1].text()).splitlines()
+                     if re.search(r"403|[Ff]orbidden", line) and (data_namespace in line or release in line)]
+        assert not forbidden, "\n".join(forbidden)  # (other tests' SnapshotStores may be reconciled too)
+    finally:
+        for r in replicas:
+            r.stop()
+        print("\n".join(f"--- replica {i} ---\n{r.text()[-3000:]}" for i, r in enumerate(replicas)))
+        cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
+                        input=_as_list([o for o in objs if o["kind"] != "StatefulSet"]), check=False)
