@@ -229,7 +229,17 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
         cluster.kubectl("wait", "--for=condition=Ready", "dsnap/buildings", "--timeout=10s", namespace=data_namespace)
         assert status["manifest"]["uri"].startswith(f"gs://{bucket}/dvc/terrasnap/manifests/{data_namespace}/buildings/")
         assert status["summary"]["files"] >= 5
-        # A spec change: the new generation is planned and snapshotted again.
+        # helm upgrade (a values change): Recreate replaces the operator pod; the new one carries on.
+        first_log = cluster.kubectl("logs", pod["metadata"]["name"], namespace=namespace, check=False).stdout
+        h.run("upgrade", release, str(h.CHART), "--namespace", namespace, "--reuse-values", "--wait", "--timeout",
+              "180s", "--set", "operator.verbose=true", extra_env={"KUBECONFIG": cluster.kubeconfig}, timeout=240)
+        (new_pod,) = wait_for(lambda: [p for p in cluster.get("pods", "-l", "app.kubernetes.io/component=operator",
+                                                              namespace=namespace)["items"]
+                                       if p["metadata"]["name"] != pod["metadata"]["name"]
+                                       and p["status"].get("phase") == "Running"], 120, interval=1,
+                              what="the upgraded operator pod")
+        assert "--verbose" in new_pod["spec"]["containers"][0]["args"]
+        # A spec change: the new generation is planned and snapshotted again (by the upgraded operator).
         rec.add(json.loads(cluster.kubectl("patch", "dsnap", "buildings", "--type=merge", "-o", "json", "-p",
                                            json.dumps({"spec": {"validation": {"targetCRS": "EPSG:3857"}}}),
                                            namespace=data_namespace).stdout))
@@ -277,7 +287,7 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
         assert "could not" not in gc_log, gc_log  # status patch and Event both allowed
 
         # No permission error about this test's objects (other tests' SnapshotStores may be reconciled too).
-        log = cluster.kubectl("logs", f"deployment/{release}", namespace=namespace, check=False).stdout
+        log = first_log + cluster.kubectl("logs", f"deployment/{release}", namespace=namespace, check=False).stdout
         mine = [line for line in log.splitlines() if re.search(r"403|[Ff]orbidden", line)
                 and (data_namespace in line or store_name in line or "store-key" in line)]
         assert not mine, "\n".join(mine)
