@@ -113,6 +113,17 @@ def test_cog_detection(tmp_path: Path) -> None:
     cog = inspect_raster(make_tif(tmp_path / "c.tif", size=1024, driver="COG"), "c.tif")
     assert cog.cog is True and cog.tiled and cog.overviews == [2] and cog.layout == "COG"
     assert cog.findings == []
+    # tiled, with overviews added afterwards: the overviews' IFDs and data sit after the image
+    from rasterio.enums import Resampling
+
+    path = make_tif(tmp_path / "t.tif", size=1024, tiled=True, blockxsize=256, blockysize=256)
+    with rasterio.open(path, "r+") as dst:
+        dst.build_overviews([2, 4], Resampling.nearest)
+    late = inspect_raster(path, "t.tif")
+    assert late.tiled and late.overviews == [2, 4] and late.cog is False
+    assert [f.message for f in late.findings] == [
+        "t.tif: not a Cloud-Optimized GeoTIFF: IFDs not all before the image data, overview data not before the "
+        "full-resolution data (raster-cog)"]
 
 
 def test_not_a_raster(tmp_path: Path) -> None:

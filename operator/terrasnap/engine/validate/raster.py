@@ -111,6 +111,7 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
                 info.tiled = bool(src.profile.get("tiled", False))
                 info.overviews = [int(v) for v in src.overviews(1)] if src.count else []
                 info.layout = src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT")
+                layout_problems = _tiff_layout_problems(src) if src.driver == "GTiff" and info.tiled else []
                 crs = src.crs
                 t = src.transform
                 gcps, _ = src.gcps
@@ -152,12 +153,38 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
         problems.append("no overviews")
     if info.layout is not None and info.layout.upper() != "COG":
         problems.append(f"layout {info.layout}")
+    problems += layout_problems
     info.cog = not problems
     sev = _level_severity(policy.require_cog)
     if sev and problems:
         col.add("raster-cog", sev, f"not a Cloud-Optimized GeoTIFF: {', '.join(problems)}")
     info.findings = col.finish()
     return info
+
+
+def _tiff_layout_problems(src: Any) -> list[str]:
+    """The file-layout part of GDAL's COG validation (validate_cloud_optimized_geotiff.py), from the
+    TIFF offsets GDAL exposes: every IFD (full resolution first, then overviews) before any image
+    data, and the overviews' data before the full resolution's, smallest first, so a reader gets the
+    header in one request and a preview before the whole image."""
+    def offset(item: str, ovr: int | None) -> int | None:
+        kw = {} if ovr is None else {"ovr": ovr}
+        value = src.get_tag_item(item, "TIFF", bidx=1, **kw)
+        return int(value) if value not in (None, "", "0") else None
+
+    levels: list[int | None] = [None, *range(len(src.overviews(1)))]
+    ifds = [offset("IFD_OFFSET", o) for o in levels]
+    data = [offset("BLOCK_OFFSET_0_0", o) for o in levels]
+    problems = []
+    known_ifds = [v for v in ifds if v is not None]
+    if known_ifds != sorted(known_ifds):
+        problems.append("IFDs not in order (full resolution, then overviews)")
+    known_data = [v for v in data if v is not None]
+    if known_ifds and known_data and max(known_ifds) > min(known_data):
+        problems.append("IFDs not all before the image data")
+    if len(known_data) == len(data) and known_data != sorted(known_data, reverse=True):
+        problems.append("overview data not before the full-resolution data")
+    return problems
 
 
 # --- footprints -------------------------------------------------------------------------------------
