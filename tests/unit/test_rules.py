@@ -241,3 +241,14 @@ def test_footprint_counts_features_outside() -> None:
         == "labels/a.geojson: 1 of 3 features lie outside the imagery footprint (footprint)"
     )
     assert findings[-1].count == 1
+
+
+def test_unclosed_and_self_intersecting_counts_once() -> None:
+    # an unclosed bow-tie: closing the ring (parse) still leaves a self-intersection (is_valid)
+    wkb = bytes.fromhex("01030000000100000004000000") + np.array(
+        [[0, 0], [1, 1], [1, 0], [0, 1]], dtype="<f8").tobytes()
+    keep, out, stats, findings = run([wkb], "repair")
+    assert keep.tolist() == [True] and out[0].area == pytest.approx(0.5)
+    assert stats.invalid == 1 and stats.repaired == 1
+    assert dict(stats.invalid_reasons) == {"Unclosed ring": 1, "Self-intersection": 1}
+    assert [f.rule for f in findings] == ["ring-unclosed", "repaired"]

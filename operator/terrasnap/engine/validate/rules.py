@@ -279,7 +279,10 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
             tid = int(type_ids[k])
             rule = "ring-too-short" if reason.startswith("Too few points") and FAMILY[tid] == "polygon" \
                 else "is_valid"
-            stats.invalid += 1
+            # a ring closed while parsing (repair) is already counted invalid and repaired once
+            already = bool(changed[i])
+            if not already:
+                stats.invalid += 1
             stats.invalid_reasons[reason] += 1
             if mode == "reject":
                 bad[i] = True
@@ -298,6 +301,8 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
                 if after is None or shapely.is_empty(after):
                     drop[i] = True
                     stats.collapsed += 1
+                    if already:
+                        stats.repaired -= 1
                     col.add("repair-collapsed", "warning",
                             f"{what}: make_valid left no {FAMILY[tid]} geometry ({t0}, area {fmt(a0)}); "
                             f"feature dropped", offset + i)
@@ -306,7 +311,8 @@ def check_batch(wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerSta
                 t1 = TYPE_NAMES[int(shapely.get_type_id(after))]
                 geoms[i] = after
                 changed[i] = True
-                stats.repaired += 1
+                if not already:
+                    stats.repaired += 1
                 stats.area_before += a0
                 stats.area_after += a1
                 if t0 != t1:
