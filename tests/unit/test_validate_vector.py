@@ -441,3 +441,15 @@ def test_messages_name_the_feature_id(tmp_path: Path) -> None:
     r = validate_vector(src, Policy(), "ids.geojson")
     assert [f.message for f in r.findings] == [
         "ids.geojson: feature 1 (id=bldg-2): Self-intersection at or near point (0.5 0.5) (is_valid)"]
+
+
+def test_a_bug_in_the_rules_is_not_reported_as_a_parse_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write_geojson(tmp_path / "a.geojson", [feature(poly(SQUARE))])
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(vector_mod, "check_batch", broken)
+    with pytest.raises(RuntimeError, match="bug"):  # validate_paths turns this into an 'internal' error
+        validate_vector(src, Policy(), "a.geojson", tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet").exists() and not (tmp_path / "o.parquet.partial").exists()

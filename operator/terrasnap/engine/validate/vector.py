@@ -279,6 +279,10 @@ def _open_geoparquet(path: str, batch_size: int) -> _Layer:
 _END = object()
 
 
+class ReadError(Exception):
+    """The reader failed (GDAL, Arrow, the file): a parse finding, unlike a bug in the rules."""
+
+
 def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
     """Produce `items` on a thread, `depth` ahead: GDAL parses the next batch while this thread runs
     the rules on the current one (both release the GIL), so one big file uses two cores.
@@ -301,7 +305,9 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 if not put(item):
                     return
             put(_END)
-        except BaseException as exc:  # handed to the consumer, which raises it where it is read
+        except Exception as exc:  # handed to the consumer, which raises it where it is read
+            put(ReadError(str(exc)))
+        except BaseException as exc:
             put(exc)
 
     t = threading.Thread(target=run, name="terrasnap-prefetch", daemon=True)
@@ -554,7 +560,7 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
                                 out_wkb[redo] = shapely.to_wkb(geoms[keep][redo], **WKB_OPTIONS)
                             writer.write(attrs.filter(pa.array(keep)), geoms[keep], out_wkb)
                         offset += len(wkb)
-            except Exception as exc:  # a parse error in the middle of a stream: report, where
+            except ReadError as exc:  # a parse error in the middle of a stream: report, where
                 msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or str(exc)
                 lcol.add("parse", "error", f"read failed after {offset} features: {msg}")
             finish_layer(ctx, stats, lcol)
