@@ -1,13 +1,14 @@
-"""kstatus's rules for custom resources (sigs.k8s.io/cli-utils pkg/kstatus/status: checkGenericProperties,
-checkGeneration, Compute), re-implemented to test terrasnap's status against them without Go.
+"""kstatus's rules for custom resources (sigs.k8s.io/cli-utils v0.37 pkg/kstatus/status: Compute,
+checkGenericProperties, checkGeneration, checkReadyCondition), written out in Python so the rules terrasnap's
+status relies on are readable next to the tests. tests/chart/test_health.py checks that this agrees with the
+real kstatus (built from the Go module proxy by build_kstatus.sh) on every fixture.
 
-For a kind without built-in rules, kstatus decides from generic properties only:
+For a kind without built-in rules, in this order:
   metadata.deletionTimestamp set                              → Terminating
   status.observedGeneration present and != metadata.generation → InProgress (LatestGenerationNotObserved)
-  a condition Reconciling=True                                 → InProgress
-  a condition Stalled=True                                     → Failed
+  the first condition that is Reconciling=True or Stalled=True → InProgress or Failed
+  a Ready condition: True → Current; False or Unknown          → InProgress
   otherwise                                                    → Current (also with no status at all)
-Ready is not read by kstatus itself; Flux and `kubectl wait --for=condition=Ready` read it.
 """
 
 from __future__ import annotations
@@ -31,4 +32,10 @@ def compute(obj: dict[str, Any]) -> tuple[str, str]:
             return IN_PROGRESS, c.get("message", "")
         if c.get("type") == "Stalled" and c.get("status") == "True":
             return FAILED, c.get("message", "")
+    for c in status.get("conditions") or ():
+        if c.get("type") == "Ready":
+            if c.get("status") == "True":
+                return CURRENT, "Resource is Ready"
+            if c.get("status") in ("False", "Unknown"):
+                return IN_PROGRESS, c.get("message", "")
     return CURRENT, "Resource is current"

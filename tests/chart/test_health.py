@@ -1,6 +1,7 @@
 """The Argo CD health check (deploy/argocd/health.lua) run by a real Lua 5.1 interpreter (lupa embeds the C
-implementation; Argo CD's gopher-lua implements 5.1), and kstatus's rules (tests/chart/kstatus.py), on statuses
-recorded from real runs of the operator (tests/chart/fixtures/, captured by test_chart_cluster.py with
+implementation; Argo CD's gopher-lua implements 5.1), and kstatus — the real one (cli-utils, built from the Go
+module proxy by build_kstatus.sh) and its rules written out in tests/chart/kstatus.py — on statuses recorded
+from real runs of the operator (tests/chart/fixtures/, captured by test_chart_cluster.py with
 TERRASNAP_CAPTURE_FIXTURES=1).
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +35,22 @@ EXPECTED = {
 }
 
 
+@pytest.fixture(scope="module")
+def real_kstatus(tmp_path_factory: pytest.TempPathFactory):
+    """obj → (status, message) from cli-utils' kstatus.Compute."""
+    binary = subprocess.run(["bash", str(HERE / "build_kstatus.sh")], stdout=subprocess.PIPE, text=True,
+                            check=True).stdout.strip().splitlines()[-1]
+    tmp = tmp_path_factory.mktemp("kstatus")
+
+    def compute(obj: dict[str, Any]) -> tuple[str, str]:
+        path = tmp / "obj.json"
+        path.write_text(json.dumps(obj))
+        out = json.loads(subprocess.run([binary, str(path)], stdout=subprocess.PIPE, text=True, check=True).stdout)
+        return out["status"], out["message"]
+
+    return compute
+
+
 def label(path: Path) -> str:
     return path.stem.split("-", 2)[2]
 
@@ -55,13 +73,14 @@ def test_fixtures_cover_every_state():
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-def test_argocd_health_and_kstatus_on_recorded_statuses(path: Path):
+def test_argocd_health_and_kstatus_on_recorded_statuses(path: Path, real_kstatus):
     obj = json.loads(path.read_text())
     want_health, want_kstatus = EXPECTED[label(path)]
     hs = health(obj)
     assert hs["status"] == want_health, hs
     assert hs["message"]
-    assert kstatus.compute(obj)[0] == want_kstatus
+    assert real_kstatus(obj)[0] == want_kstatus
+    assert kstatus.compute(obj) == real_kstatus(obj)  # the written-out rules are the real ones
 
 
 def _ready_snapshot() -> dict[str, Any]:
@@ -82,17 +101,18 @@ def test_message_of_a_rejected_snapshot_is_the_engines():
     assert "raster has no CRS" in health(obj)["message"]
 
 
-def test_deletion_and_spec_change_are_progressing():
+def test_deletion_and_spec_change_are_progressing(real_kstatus):
     obj = _ready_snapshot()
     deleting = copy.deepcopy(obj)
     deleting["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert health(deleting)["status"] == "Progressing"
-    assert kstatus.compute(deleting)[0] == kstatus.TERMINATING
+    assert real_kstatus(deleting)[0] == kstatus.compute(deleting)[0] == kstatus.TERMINATING
     changed = copy.deepcopy(obj)
     changed["metadata"]["generation"] += 1
     assert health(changed)["status"] == "Progressing"
     assert "generation" in health(changed)["message"]
-    assert kstatus.compute(changed)[0] == kstatus.IN_PROGRESS
+    assert real_kstatus(changed) == kstatus.compute(changed)
+    assert real_kstatus(changed)[0] == kstatus.IN_PROGRESS
 
 
 def test_argocd_configmap_patch_embeds_the_same_script():
