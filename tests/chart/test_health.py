@@ -66,6 +66,41 @@ def health(obj: dict[str, Any]) -> dict[str, str]:
     return {"status": hs["status"], "message": hs["message"]}
 
 
+def lua_literal(value: Any) -> str:
+    """A JSON value as a Lua 5.1 table constructor (null → nil, as Argo CD's JSON → Lua conversion does)."""
+    if isinstance(value, dict):
+        items = (f"[{lua_literal(k)}] = {lua_literal(v)}" for k, v in value.items() if v is not None)
+        return "{" + ", ".join(items) + "}"
+    if isinstance(value, list):
+        return "{" + ", ".join(lua_literal(v) for v in value) + "}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return '"' + "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else
+                         "".join(f"\\{b:03d}" for b in c.encode()) for c in str(value)) + '"'
+
+
+@pytest.fixture(scope="module")
+def lua51_binary() -> str:
+    """Debian's lua5.1 (installed by tools.sh when missing)."""
+    return subprocess.run(["bash", str(HERE / "tools.sh"), "lua"], stdout=subprocess.PIPE, text=True,
+                          check=True).stdout.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_debian_lua_gives_the_same_health(path: Path, lua51_binary: str, tmp_path: Path):
+    obj = json.loads(path.read_text())
+    program = tmp_path / "check.lua"
+    program.write_text(f"obj = {lua_literal(obj)}\nlocal function check()\n{LUA.read_text()}\nend\n"
+                       "local hs = check()\nio.write(hs.status, '\\t', hs.message)\n")
+    p = subprocess.run([lua51_binary, str(program)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    status, message = p.stdout.split("\t", 1)
+    assert {"status": status, "message": message} == health(obj)
+    assert status == EXPECTED[label(path)][0]
+
+
 def test_fixtures_cover_every_state():
     labels = {label(p) for p in FIXTURES}
     assert labels >= set(EXPECTED) - {"none-configured"}, labels
