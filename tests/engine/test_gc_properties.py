@@ -50,8 +50,8 @@ from terrasnap.engine.store import Store, _mtime
 H = 3600.0
 GRACE = timedelta(hours=24)
 TTL = 6 * H  # registration lease; heartbeats renew it every virtual hour unless stalled
-MARKER_TTL = 3 * H  # a GC that sees no batch for this long stops
-POOL = [f"pool object {i}".encode() for i in range(8)]
+MARKER_TTL = 12 * H  # a GC that sees no batch for this long stops (only the long time jumps)
+POOL = [f"pool object {i}".encode() for i in range(10)]
 NAMES = ["a", "b", "c"]
 ACTIVE = ("new", "registered", "checked", "pushed", "confirmed")
 COUNTS: dict[str, int] = {}
@@ -154,7 +154,7 @@ class GCMachine(RuleBasedStateMachine):
         self.gcs: list[tuple[Any, Iterator[str]]] = []
         # old, unreferenced objects: what a new snapshot "reuses" when DVC push skips them
         self.clock.offset = -48 * H
-        for data in POOL[:6]:
+        for data in POOL[:8]:
             self.store.write_bytes(Store.object_rel(hashlib.md5(data).hexdigest()), data)
         self.clock.offset = 0.0
 
@@ -179,7 +179,7 @@ class GCMachine(RuleBasedStateMachine):
 
     # -- snapshot steps -------------------------------------------------------------------------
     @precondition(lambda self: sum(s.state in ACTIVE for s in self.snaps) < 3)
-    @rule(picks=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=4, unique=True),
+    @rule(picks=st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=3, unique=True),
           with_dir=st.booleans(), name=st.sampled_from(NAMES))
     def start_snapshot(self, picks: list[int], with_dir: bool, name: str) -> None:
         contents = {hashlib.md5(POOL[p]).hexdigest(): POOL[p] for p in picks}
@@ -189,14 +189,17 @@ class GCMachine(RuleBasedStateMachine):
         self.snaps.append(Snap(name, contents, folder_for("ns", name, sorted(contents))))
 
     @precondition(lambda self: self._has(*ACTIVE))
-    @rule(i=st.integers(0, 5), n=st.sampled_from([1, 2, 4]), die=st.integers(0, 5))
-    def snapshot_step(self, i: int, n: int, die: int) -> None:
-        """Advance one in-flight snapshot by n of its steps (register, check, upload, confirm, publish)."""
+    @rule(i=st.integers(0, 5), n=st.sampled_from([1, 2, 4, 4]), fault=st.integers(0, 9))
+    def snapshot_step(self, i: int, n: int, fault: int) -> None:
+        """Advance one in-flight snapshot by n of its steps (register, check, upload, confirm, publish).
+        fault 0: the pod dies half way through its upload; fault 1: its heartbeats stall from now on."""
         snap = self._pick(ACTIVE, i)
+        if fault == 1:
+            snap.stalled = True
         for _ in range(n):
             if snap.state not in ACTIVE:
                 return
-            getattr(self, f"_{snap.state}")(snap, die == 0)
+            getattr(self, f"_{snap.state}")(snap, fault == 0)
 
     def _new(self, snap: Snap, die: bool) -> None:
         if self.mode != "naive":
@@ -252,11 +255,6 @@ class GCMachine(RuleBasedStateMachine):
         old.state = "gone"
         self.snaps.append(Snap(old.name, dict(old.contents), old.folder))
 
-    @precondition(lambda self: self._has(*ACTIVE[1:]))
-    @rule(i=st.integers(0, 5))
-    def stall_heartbeat(self, i: int) -> None:
-        self._pick(ACTIVE[1:], i).stalled = True
-
     @precondition(lambda self: any(s.root for s in self.snaps))
     @rule(i=st.integers(0, 5))
     def drop_root(self, i: int) -> None:
@@ -279,7 +277,7 @@ class GCMachine(RuleBasedStateMachine):
         self.gcs.append((run, run.steps()))
 
     @precondition(lambda self: bool(self.gcs))
-    @rule(i=st.integers(0, 1), n=st.integers(1, 3), kill=st.integers(0, 9))
+    @rule(i=st.integers(0, 1), n=st.sampled_from([1, 1, 2, 3, 5]), kill=st.integers(0, 29))
     def gc_step(self, i: int, n: int, kill: int) -> None:
         """Advance one GC by n steps; or kill it (no finish, no close: its marker stays until it expires)."""
         run, steps = self.gcs[i % len(self.gcs)]
@@ -300,7 +298,7 @@ class GCMachine(RuleBasedStateMachine):
                 return
 
     # -- time -----------------------------------------------------------------------------------
-    @rule(hours=st.sampled_from([1, 2, 6, 25]))
+    @rule(hours=st.sampled_from([1, 1, 2, 6, 25, 50]))
     def advance(self, hours: int) -> None:
         for _ in range(hours):
             self.clock.offset += H
@@ -337,7 +335,7 @@ class GCMachine(RuleBasedStateMachine):
 
 
 def _run(name: str, base_url: str, endpoint: str | None, mode: str, examples: int, steps: int,
-         shrink: bool = True) -> float:
+         shrink: bool = True, capsys: pytest.CaptureFixture[str] | None = None) -> float:
     machine = type(f"GCMachine_{name}", (GCMachine,), {
         "base_url": base_url, "endpoint": endpoint, "mode": mode, "counter": name})
     phases = (Phase.explicit, Phase.reuse, Phase.generate) + ((Phase.shrink,) if shrink else ())
@@ -349,25 +347,32 @@ def _run(name: str, base_url: str, endpoint: str | None, mode: str, examples: in
             phases=phases, suppress_health_check=list(HealthCheck), print_blob=True))
     finally:
         elapsed = time.monotonic() - t0
-        print(f"\n[gc properties] {name}: {COUNTS[name]} schedules x <= {steps} steps in {elapsed:.1f}s")
+        line = f"\n[gc properties] {name}: {COUNTS[name]} schedules x <= {steps} steps in {elapsed:.1f}s"
+        if capsys is not None:
+            with capsys.disabled():
+                print(line)
+        else:
+            print(line)
     return elapsed
 
 
-def test_protocol_never_loses_an_object_file(tmp_path: Any) -> None:
-    _run("protocol-file", f"file://{tmp_path}", None, "protocol", examples=int(os.environ.get("GC_PROP_EXAMPLES", "800")), steps=40)
-    assert COUNTS["protocol-file"] >= int(os.environ.get("GC_PROP_EXAMPLES", "800"))
+def test_protocol_never_loses_an_object_file(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    _run("protocol-file", f"file://{tmp_path}", None, "protocol",
+         examples=int(os.environ.get("GC_PROP_EXAMPLES", "850")), steps=30, capsys=capsys)
+    assert COUNTS["protocol-file"] >= int(os.environ.get("GC_PROP_EXAMPLES", "850"))
 
 
 @pytest.mark.gcs
-def test_protocol_never_loses_an_object_gcs(gcs: Any, gcs_bucket: str) -> None:
-    _run("protocol-gcs", f"gs://{gcs_bucket}", gcs.endpoint, "protocol", examples=60, steps=30)
-    assert COUNTS["protocol-gcs"] >= 60
+def test_protocol_never_loses_an_object_gcs(gcs: Any, gcs_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _run("protocol-gcs", f"gs://{gcs_bucket}", gcs.endpoint, "protocol", examples=30, steps=25, capsys=capsys)
+    assert COUNTS["protocol-gcs"] >= 30
 
 
-def test_naive_gc_loses_an_object(tmp_path: Any) -> None:
+def test_naive_gc_loses_an_object(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """Without the protocol (a `dvc gc -c`-style GC, snapshots that do not register) the checker must fire."""
     with pytest.raises(AssertionError, match="lost"):
-        _run("naive-file", f"file://{tmp_path}", None, "naive", examples=300, steps=40, shrink=False)
+        _run("naive-file", f"file://{tmp_path}", None, "naive", examples=300, steps=40, shrink=False,
+             capsys=capsys)
 
 
 def _the_push_race(tmp_path: Any, mode: str) -> GCMachine:
@@ -383,9 +388,9 @@ def _the_push_race(tmp_path: Any, mode: str) -> GCMachine:
     x = run.prepared[0][0].md5  # about to be deleted, and old: exactly what a new snapshot may "reuse"
     pick = next(i for i, data in enumerate(POOL) if hashlib.md5(data).hexdigest() == x)
     m.start_snapshot(picks=[pick], with_dir=False, name="a")
-    m.snapshot_step(i=0, n=2, die=1)  # register, existence check
+    m.snapshot_step(i=0, n=2, fault=2)  # register, existence check
     assert m.snaps[0].missing == [], "DVC push skips X"
-    m.snapshot_step(i=0, n=2, die=1)  # upload (nothing), confirm
+    m.snapshot_step(i=0, n=2, fault=2)  # upload (nothing), confirm
     m.gc_step(i=0, n=1, kill=1)  # the batch's delete
     return m
 
@@ -404,7 +409,66 @@ def test_protocol_closes_the_push_race(tmp_path: Any) -> None:
     assert snap.state == "pushed", "confirm waits: the batch that re-read before we registered is not over"
     m.referenced_objects_exist()
     m.gc_step(i=0, n=1, kill=1)  # the GC moves on: next re-check (sees our registration) or finish
-    m.snapshot_step(i=0, n=2, die=1)  # confirm (verify re-uploads X), publish
+    m.snapshot_step(i=0, n=2, fault=2)  # confirm (verify re-uploads X), publish
     assert snap.state == "published"
     m.referenced_objects_exist()
     m.teardown()
+
+
+def test_a_snapshot_whose_lease_lapsed_does_not_publish(tmp_path: Any) -> None:
+    """Heartbeats stall past the lease: GC may (rightly) ignore the registration, so the snapshot must not
+    publish what it verified before."""
+    machine_cls = type("GCMachine_lease", (GCMachine,), {"base_url": f"file://{tmp_path}", "endpoint": None,
+                                                 "mode": "protocol", "counter": "lease"})
+    g = machine_cls()
+    g.start_snapshot(picks=[0], with_dir=False, name="a")
+    g.snapshot_step(i=0, n=4, fault=2)  # register, check (X present: skipped), upload nothing, confirm
+    snap = g.snaps[0]
+    assert snap.state == "confirmed"
+    snap.stalled = True
+    g.advance(hours=7)  # > TTL: the lease has lapsed
+    g.gc_start(complete=False, flaky=False)
+    while g.gcs:
+        g.gc_step(i=0, n=3, kill=1)
+    assert snap.objects[0] not in {o.md5 for o in g.store.list_objects()}, "GC ignored the lapsed lease"
+    g.snapshot_step(i=0, n=1, fault=2)  # publish: refused
+    assert snap.state == "failed" and not snap.root
+    g.referenced_objects_exist()
+
+
+def test_the_search_finds_the_push_race_when_confirm_does_not_wait(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Search power: with the wait in confirm() disabled, random schedules (not a hand-written one) find the
+    lost object. The derandomized seed follows from the machine's name: this one ("mut-nowait-0") finds it
+    in 6 schedules; over four names the search found it in 6, 38 and 251 schedules and missed once in 500
+    (docs/gc.md)."""
+    monkeypatch.setattr(refs.Registration, "pending_gcs", lambda self: {})
+    with pytest.raises(AssertionError, match="lost"):
+        _run("mut-nowait-0", f"file://{tmp_path}", None, "protocol", examples=400, steps=40,
+             shrink=False, capsys=capsys)
+
+
+def test_a_later_batch_sees_a_registration_written_after_planning(tmp_path: Any) -> None:
+    """A snapshot registers after GC planned; confirm's wait ends after the GC's next bump (its first batch),
+    and X sits in a LATER batch: only the re-read of registrations before that batch saves X."""
+    machine_cls = type("GCMachine_late", (GCMachine,), {"base_url": f"file://{tmp_path}", "endpoint": None,
+                                                        "mode": "protocol", "counter": "late"})
+    m = machine_cls()
+    m.gc_start(complete=False, flaky=False)
+    run, steps = m.gcs[0]
+    while next(steps) != "plan":
+        pass
+    assert len(run.queue) > 2, "several batches of old, unreferenced pool objects"
+    x = run.queue[-1].md5  # deleted by the last batch
+    pick = next(i for i, data in enumerate(POOL) if hashlib.md5(data).hexdigest() == x)
+    m.start_snapshot(picks=[pick], with_dir=False, name="a")
+    m.snapshot_step(i=0, n=4, fault=2)  # register (sees the GC at seq 0), check (X present), upload, confirm
+    assert m.snaps[0].state == "pushed", "waiting for the GC's next batch"
+    assert next(steps) == "recheck" and next(steps) == "delete"  # batch 1 (not X)
+    m.snapshot_step(i=0, n=1, fault=2)  # confirm: the GC moved on; verify finds X present
+    assert m.snaps[0].state == "confirmed"
+    for _ in steps:  # the remaining batches, X's included: its re-check sees the registration
+        m.referenced_objects_exist()
+    assert x in {o.md5 for o in m.store.list_objects()}
+    run.finish()
