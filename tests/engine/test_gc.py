@@ -294,3 +294,21 @@ def test_a_run_longer_than_half_the_post_publish_lease_stops(store: Store) -> No
         run.delete_batch()
     run.close()
     assert {w["b1"], w["garbage"]} <= objects_in(store)
+
+
+def test_recheck_expands_dir_objects_of_new_registrations(store: Store) -> None:
+    w = _world(store)
+    t = later(48).timestamp()
+    run = gc.GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
+    for step in run.steps():
+        if step == "plan":
+            break
+    assert w["b1"] in {o.md5 for o in run.queue}
+    # a snapshot registers after planning, naming only a .dir whose entry is b1 (entries should be listed
+    # too; GC does not rely on it)
+    bdir = put_dir(store, {"x": w["b1"]})
+    refs.Registration(store=store, owner="ns/late", objects=[bdir], clock=lambda: t).write()
+    while run.delete_batch():
+        pass
+    run.finish()
+    assert w["b1"] in objects_in(store) and w["garbage"] not in objects_in(store)

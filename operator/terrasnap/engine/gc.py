@@ -264,6 +264,7 @@ class GCRun:
         self.queue: list[ObjectInfo] = []
         self.folder_queue: list[ManifestFolder] = []
         self.protected_folders: set[str] = set()
+        self.expanded: dict[str, set[str]] = {}  # .dir id → its entries
         self.prepared: tuple[list[ObjectInfo], list[ManifestFolder]] = ([], [])
         self.seq = 0
         self.marker_expires = 0.0
@@ -342,9 +343,11 @@ class GCRun:
             try:
                 data = self.store.read_bytes(rel)
             except FileNotFoundError:
-                self.report.errors.append(f"referenced object {oid} is missing from the store")
+                if oid in self.used:  # a registration's .dir may simply not be pushed yet
+                    self.report.errors.append(f"referenced object {oid} is missing from the store")
                 continue
-            self.used |= dir_entries(rel, data)
+            self.expanded[oid] = dir_entries(rel, data)
+            self.used |= self.expanded[oid]
 
     def list_store(self) -> None:
         self.listing = list(self.store.list_objects())
@@ -390,6 +393,16 @@ class GCRun:
                 protected |= reg.objects
                 if reg.manifest:
                     self.protected_folders.add(reg.manifest)
+        # defence in depth: entries of `.dir` objects a new registration names (registrations list entries
+        # themselves; a `.dir` not pushed yet has nothing to expand)
+        for oid in sorted(o for o in protected if o.endswith(".dir") and o not in self.expanded):
+            rel = Store.object_rel(oid)
+            try:
+                self.expanded[oid] = dir_entries(rel, self.store.read_bytes(rel))
+            except FileNotFoundError:
+                continue
+        for oid in [o for o in protected if o.endswith(".dir")]:
+            protected |= self.expanded.get(oid, set())
         return protected
 
     def _lease_ok(self) -> bool:
