@@ -4,10 +4,16 @@ Interface used by engine/snapshot.py (keep it):
 
     with refs.inflight(store, objects, owner="ns/name", manifest=folder_rel) as reg:
         push()                       # dvc push (skips objects the store already has)
-        reg.confirm(verify)          # verify() checks every object and re-uploads what is missing;
+        reg.confirm(verify, repair=push)
+                                     # verify() checks every object, raising VerifyFailed if one is
+                                     # missing; repair (optional) re-uploads, then verify runs again.
                                      # confirm waits out any GC batch that may not have seen the
-                                     # registration, then runs verify() again
-        publish()                    # manifest folder written, manifest.parquet LAST
+                                     # registration, then verifies again
+        if not already_published():  # checked AFTER confirm
+            publish()                # manifest folder written, manifest.parquet LAST
+
+`objects`: every object the snapshot references, `.dir` objects AND their entries. `manifest`: the
+store-relative manifest folder, so a GC with complete roots never deletes a folder being (re)published.
         reg.published()              # optional: say the manifest is out (kept as a lease, see below)
     # leaving the block normally keeps the registration as a post-publish lease (it expires after
     # POST_PUBLISH_LEASE); leaving it with an exception deletes it.
