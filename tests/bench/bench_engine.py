@@ -191,9 +191,17 @@ def main() -> int:
     ap.add_argument("--raster-px", type=int, default=4096)
     ap.add_argument("--big-gb", type=float, default=2.0, help="size of the single-file streaming check (0: skip)")
     ap.add_argument("--skip-resnapshot", action="store_true")
+    ap.add_argument("--generate-only", action="store_true", help="make (and cache) the data, measure nothing")
     args = ap.parse_args()
 
     root = make_dataset(CACHE / "dataset", args.files, args.per_file, args.rasters, args.raster_px)
+    if args.generate_only:
+        if args.big_gb > 0:
+            big = CACHE / "big" / "one.geojson"
+            if not big.exists() or big.stat().st_size < args.big_gb * 0.9e9:
+                big.parent.mkdir(parents=True, exist_ok=True)
+                write_polygons(big, int(args.big_gb * 1e9 / 215), seed=99, bad_every=1000)
+        return 0
     files = all_files(root)
     total = sum(p.stat().st_size for p in files)
     n_poly = args.files * args.per_file
