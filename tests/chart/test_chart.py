@@ -292,6 +292,10 @@ def test_more_replicas_run_a_kopf_peering_with_distinct_priorities():
     peering = [r for r in rules if r["apiGroups"] == ["kopf.dev"]]
     assert {v for r in peering for v in r["verbs"]} == {"get", "list", "watch", "patch"}
     assert sts["spec"]["serviceName"] == h.one(objs, "Service")["metadata"]["name"]
+    pdb = h.one(objs, "PodDisruptionBudget", "terrasnap")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert not h.by_kind(h.template(), "PodDisruptionBudget")
 
 
 def test_more_replicas_need_the_whole_cluster():
