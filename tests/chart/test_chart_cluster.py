@@ -459,3 +459,36 @@ def test_replicas_share_a_kopf_peering_and_fail_over(cluster: Cluster, chart_crd
         print("\n".join(f"--- replica {i} ---\n{r.text()[-3000:]}" for i, r in enumerate(replicas)))
         cluster.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false",
                         input=_as_list([o for o in objs if o["kind"] != "StatefulSet"]), check=False)
+
+
+def test_a_missing_rbac_rule_fails_the_operator(cluster: Cluster, chart_crds: None, namespace: str,
+                                                data_namespace: str, gcs: fakegcs.FakeGCS) -> None:
+    """The e2e tests above are only worth something if the operator really runs with the chart's rights: take
+    one rule away (patch DatasetSnapshot status) and the operator pod, with its in-cluster token, is refused."""
+    release = f"neg{uuid.uuid4().hex[:6]}"
+    values = {"fullnameOverride": release, "watchNamespaces": [data_namespace],
+              "metrics": {"port": _free_port()}, "health": {"port": _free_port()},
+              "exampleStore": {"enabled": True, "name": f"{release}-store", "url": f"gs://{release}/dvc",
+                               "endpoint": gcs.endpoint}}
+    gcs.create_bucket(release)
+    rendered = h.one(h.template(values, release=release, namespace=namespace), "ClusterRole", f"{release}-operator")
+    index = next(i for i, r in enumerate(rendered["rules"]) if r["resources"] == ["datasetsnapshots/status",
+                                                                                   "snapshotstores/status"])
+    try:
+        h.run("install", release, str(h.CHART), "--namespace", namespace, "--wait", "--timeout", "120s",
+              *h.values_args(values), extra_env={"KUBECONFIG": cluster.kubeconfig}, timeout=180)
+        cluster.kubectl("patch", "clusterrole", f"{release}-operator", "--type=json",
+                        "-p", json.dumps([{"op": "remove", "path": f"/rules/{index}"}]))
+        cluster.apply({"apiVersion": "terrasnap.io/v1alpha1", "kind": "DatasetSnapshot", "metadata": {"name": "x"},
+                       "spec": {"store": f"{release}-store", "source": {"bucket": {"url": f"gs://{release}/none/"}}}},
+                      namespace=data_namespace)
+        refused = f'datasetsnapshots.terrasnap.io "x" is forbidden: User "system:serviceaccount:{namespace}:{release}"'
+        wait_for(lambda: refused in cluster.kubectl("logs", f"deployment/{release}", namespace=namespace,
+                                                     check=False).stdout,
+                 60, interval=1, what="the operator refused the status write")
+        assert not cluster.get("dsnap", "x", namespace=data_namespace).get("status")
+    finally:
+        h.run("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "60s", check=False,
+              extra_env={"KUBECONFIG": cluster.kubeconfig})
+        cluster.kubectl("delete", "snapshotstore", f"{release}-store", "--ignore-not-found", "--wait=false",
+                        check=False)
