@@ -24,9 +24,9 @@ if [ -n "${UV:-}" ]; then
   if [ "$component" = worker ]; then VIRTUAL_ENV="$dest" "$UV" pip check --quiet; fi
 else
   "$python" -m venv "$dest"
-  "$dest/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-deps --require-hashes -r "$lock"
+  "$dest/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$lock"
   "$dest/bin/pip" check
-  "$dest/bin/pip" install --quiet --no-cache-dir --disable-pip-version-check --no-deps "$src"
+  "$dest/bin/pip" install --quiet --disable-pip-version-check --no-deps "$src"
   if [ "$component" = worker ]; then "$dest/bin/pip" check; fi
   # The final image gets the venv only: no pip in it.
   "$dest/bin/pip" uninstall --quiet --yes pip

@@ -104,8 +104,11 @@ def test_locks_are_pinned_and_hashed(component: str) -> None:
         assert "--hash=sha256:" in block, block.splitlines()[0]
 
 
-def _install(component: str, dest: Path) -> Path:
-    env = {**os.environ, "UV": str(UV), "PYTHON": str(BASE_PYTHON)}
+def _install(component: str, dest: Path, uv: bool = True) -> Path:
+    env = {**os.environ, "PYTHON": str(BASE_PYTHON)}
+    env.pop("UV", None)
+    if uv:
+        env["UV"] = str(UV)
     p = subprocess.run(["sh", str(IMAGES / "install.sh"), component, str(dest), str(REPO)], env=env,
                        capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -133,6 +136,16 @@ def test_operator_install_steps_give_a_working_operator(tmp_path: Path) -> None:
     p = subprocess.run([str(bin_dir / "python"), "-c", code], env=env, capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+@pytest.mark.timeout(900)
+def test_operator_install_steps_with_pip_as_in_the_docker_build(tmp_path: Path) -> None:
+    """The Dockerfiles' build stage has no uv: the same script with pip (the user's pip cache makes reruns quick)."""
+    bin_dir = _install("operator", tmp_path / "venv", uv=False)
+    assert not (bin_dir / "pip").exists()  # no installer left behind
+    p = subprocess.run([str(bin_dir / "python"), "-m", "terrasnap.controller", "--help"],
+                       env=_clean_env(bin_dir, tmp_path), capture_output=True, text=True)
+    assert p.returncode == 0 and "--peering" in p.stdout, p.stderr
 
 
 @pytest.mark.timeout(900)
