@@ -332,4 +332,9 @@ def test_chart_packages():
     out = Path(h.REPO / ".pytest_cache" / "helm-package")
     out.mkdir(parents=True, exist_ok=True)
     h.run("package", str(h.CHART), "--destination", str(out))
-    assert (out / "terrasnap-0.1.0.tgz").exists()
+    import tarfile
+
+    with tarfile.open(out / "terrasnap-0.1.0.tgz") as tgz:
+        for crd in (REPO / "crds").glob("*.yaml"):  # the packaged chart carries the CRDs' exact bytes
+            member = tgz.extractfile(f"terrasnap/crds/{crd.name}")
+            assert member is not None and member.read() == crd.read_bytes(), crd.name
