@@ -75,3 +75,14 @@ def test_a_feature_bigger_than_a_run(tmp_path: Path) -> None:
 def test_non_ascii_text_survives(tmp_path: Path) -> None:
     runs = runs_of(tmp_path, fc_text([feat(i, name="Zürich ☃ 東京") for i in range(4)]), 30)
     assert [f["properties"]["name"] for r in runs for f in r["features"]] == ["Zürich ☃ 東京"] * 4
+
+
+def test_pretty_printed_collection(tmp_path: Path) -> None:
+    features = [feat(i, tags={"a": [1, {"b": None}], "type": "Feature"}) for i in range(12)]
+    p = tmp_path / "pretty.geojson"
+    p.write_text(json.dumps({"type": "FeatureCollection", "features": features, "bbox": [0, 0, 11, 0]}, indent=2))
+    start = features_start(str(p))
+    assert start is not None
+    runs = [json.loads(r) for r in feature_runs(str(p), start, 150)]
+    assert len(runs) > 3
+    assert [f["properties"]["i"] for r in runs for f in r["features"]] == list(range(12))
