@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tests.support import sampledata as sd
 
 from terrasnap.cli import main
 from terrasnap.engine.fetch import fetch
 from terrasnap.engine.manifest import read_manifest
 from terrasnap.engine.store import Store
+from tests.support import sampledata as sd
 
 
 def snap(source: str | Path, store: str, *extra: str, endpoint: str | None = None,
@@ -86,6 +86,18 @@ def test_snapshot_fetch_and_stable_id(demo: Path, store_url: tuple[str, str | No
     code3, doc3, _ = snap(demo, url, "--invalid-geometry", "skip", "--name", "b", "--namespace", "ml",
                           endpoint=endpoint, tmp=tmp_path)
     assert code3 == 0 and doc3["snapshotID"] != doc["snapshotID"]
+
+
+def test_the_real_command_prints_only_the_result_on_stdout(demo: Path, tmp_path: Path, file_store: str) -> None:
+    """The installed entry point, as a Job pod runs it: stdout is one JSON document, progress on stderr."""
+    terrasnap = str(Path(sys.executable).parent / "terrasnap")
+    result = tmp_path / "termination-log"
+    proc = subprocess.run([terrasnap, "snapshot", str(demo), "--store", file_store, "--invalid-geometry", "repair",
+                           "--result-file", str(result)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["snapshotID"] == json.loads(result.read_text())["snapshotID"]
+    assert "dvc push" in proc.stderr and "Running stage" in proc.stderr
 
 
 def test_one_vertex_changes_the_id(tmp_path: Path, file_store: str) -> None:

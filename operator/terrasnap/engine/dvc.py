@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,12 @@ def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[An
     dvc_logger.addHandler(handler)
     os.environ.update(dvc_env(workdir))
     os.chdir(workdir)  # stage commands and relative targets resolve against the project
+    # DVC talks to stdout ("Running stage ..."); our stdout carries only the result document.
+    sys.stdout.flush()
+    saved_stdout = os.dup(1)
+    os.dup2(2, 1)
     try:
-        with Repo(str(workdir)) as repo:
+        with redirect_stdout(sys.stderr), Repo(str(workdir)) as repo:
             yield repo
     except Exception as exc:
         causes: list[str] = []
@@ -105,6 +109,9 @@ def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[An
         detail = "; ".join(dict.fromkeys([c for c in causes + errors[-3:] if c]))
         raise error(f"dvc {what} failed in {workdir}: {detail or type(exc).__name__}") from exc
     finally:
+        sys.stdout.flush()
+        os.dup2(saved_stdout, 1)
+        os.close(saved_stdout)
         dvc_logger.removeHandler(handler)
         os.chdir(saved_cwd)
         os.environ.clear()

@@ -85,11 +85,23 @@ class HashCache:
 
 
 def hash_many(paths: Iterable[Path], cache: HashCache | None = None, workers: int | None = None) -> list[FileHash]:
-    """Hashes in input order; big files first would balance better, but order of results must be stable."""
+    """Hashes in input order, computed on `workers` threads (hashlib releases the GIL)."""
     cache = cache or HashCache(None)
     items = list(paths)
     workers = workers or max(1, os.cpu_count() or 1)
     if len(items) <= 1 or workers == 1:
         return [cache.get(p) for p in items]
+    # Largest first, so two big files never end up hashed one after the other on one core at the end.
+    order = sorted(range(len(items)), key=lambda i: -_size(items[i]))
+    results: list[FileHash | None] = [None] * len(items)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(cache.get, items))
+        for i, fh in zip(order, pool.map(cache.get, [items[i] for i in order]), strict=True):
+            results[i] = fh
+    return [r for r in results if r is not None]
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
