@@ -49,7 +49,7 @@ def test_geo_metadata_is_geoparquet_1_1(tmp_path: Path) -> None:
     assert geo["version"] == "1.1.0" and geo["primary_column"] == "geometry"
     col = geo["columns"]["geometry"]
     assert col["encoding"] == "WKB"
-    assert col["geometry_types"] == ["MultiPolygon", "Polygon"]
+    assert col["geometry_types"] == ["MultiPolygon"]  # repaired bow-ties are multi: the rest promoted
     assert CRS.from_json_dict(col["crs"]).to_epsg() == 4326
     assert col["bbox"] == pytest.approx([0.0, 0.0, 0.495, 0.005])
     assert col["covering"] == {"bbox": {k: ["bbox", k] for k in ("xmin", "ymin", "xmax", "ymax")}}
@@ -119,3 +119,28 @@ def test_normalized_relpath() -> None:
     assert normalized_relpath("labels/a.geojson") == "labels/a.geojson.parquet"
     assert normalized_relpath("x/b.gpkg", "roads 2", layers=2) == "x/b.gpkg.roads_2.parquet"
     assert normalized_relpath("x/b.gpkg", "roads", layers=1) == "x/b.gpkg.parquet"
+
+
+def test_promotion_of_big_endian_wkb_passed_through(tmp_path: Path) -> None:
+    # a GeoParquet input with big-endian WKB in the target CRS: unchanged features keep their bytes
+    geoms = [shapely.box(0, 0, 1, 1), shapely.MultiPolygon([shapely.box(2, 2, 3, 3)])]
+    table = pa.table({"k": [1, 2], "geometry": pa.array(shapely.to_wkb(geoms, byte_order=0), pa.binary())})
+    geo = {"version": "1.1.0", "primary_column": "geometry",
+           "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["MultiPolygon", "Polygon"]}}}
+    src = tmp_path / "be.parquet"
+    pq.write_table(table.replace_schema_metadata({"geo": json.dumps(geo)}), src)
+    out = tmp_path / "o.parquet"
+    r = validate_vector(src, Policy(), "be.parquet", out)
+    assert r.ok and r.layers[0].geometry_types == ["MultiPolygon"]
+    df = gpd.read_parquet(out)
+    assert list(df.geometry.geom_type) == ["MultiPolygon", "MultiPolygon"]
+    assert df.geometry.iloc[0].equals(shapely.MultiPolygon([geoms[0]]))
+
+
+def test_promotion_keeps_bytes_deterministic(tmp_path: Path) -> None:
+    src = write_labels(tmp_path / "a.geojson")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    for out in (a, b):
+        assert validate_vector(src, Policy(invalid_geometry="repair"), "a.geojson", out, batch_size=50).ok
+    assert sha(a) == sha(b)
+    assert not list(tmp_path.glob("*.partial*"))

@@ -165,12 +165,15 @@ def test_bowtie_file(tmp_path: Path, mode: str) -> None:
     df = gpd.read_parquet(out)
     if mode == "repair":
         assert rules(r) == [("repaired", "warning")]
-        assert la.repaired == 1 and la.type_changes == {"Polygon->MultiPolygon": 1}
+        # the repaired bow-tie is a MultiPolygon, so the layer's one Polygon is promoted to match
+        assert la.repaired == 1 and la.type_changes == {"Polygon->MultiPolygon": 1, "promoted to multi": 1}
         assert la.area_before == 0.0 and la.area_after == pytest.approx(0.5)
         assert list(df["i"]) == [0, 1]
         g = df.geometry.iloc[1]
         assert g.geom_type == "MultiPolygon" and g.area == pytest.approx(0.5)  # both lobes
-        assert la.geometry_types == ["MultiPolygon", "Polygon"]
+        assert la.geometry_types == ["MultiPolygon"]
+        assert list(df.geometry.geom_type) == ["MultiPolygon", "MultiPolygon"]
+        assert df.geometry.iloc[0].area == pytest.approx(1.0)
     else:
         assert rules(r) == [("skipped", "warning")] and la.skipped == 1 and la.written == 1
         assert list(df["i"]) == [0]
@@ -209,7 +212,10 @@ def test_mixed_types(tmp_path: Path) -> None:
     ]
     multi = {"type": "MultiPolygon", "coordinates": [[SQUARE]]}
     src2 = write_geojson(tmp_path / "m2.geojson", [feature(poly(SQUARE)), feature(multi)])
-    assert validate_vector(src2, Policy(), "m2.geojson").findings == []
+    r2 = validate_vector(src2, Policy(), "m2.geojson", tmp_path / "m2.parquet")
+    assert r2.findings == [] and r2.layers[0].geometry_types == ["MultiPolygon"]  # promoted: one type
+    assert r2.layers[0].type_changes == {"promoted to multi": 1}
+    assert list(gpd.read_parquet(tmp_path / "m2.parquet").geometry.geom_type) == ["MultiPolygon"] * 2
 
 
 @pytest.mark.parametrize("name", ["urn:ogc:def:crs:OGC:1.3:CRS84", "EPSG:4326"])

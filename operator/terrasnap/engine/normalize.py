@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import shapely
 from pyproj import CRS
@@ -77,6 +78,19 @@ def encode_wkb(geoms: np.ndarray) -> pa.Array:
     return pa.array(shapely.to_wkb(geoms, **WKB_OPTIONS), pa.binary())
 
 
+_MULTI_OF = {"Point": ("MultiPoint", 1, 4), "LineString": ("MultiLineString", 2, 5),
+             "Polygon": ("MultiPolygon", 3, 6)}
+
+
+def _promotion(types: set[str]) -> tuple[int, int, str] | None:
+    """(single WKB code, multi WKB code, multi name) when a layer has exactly a type and its multi."""
+    for single, (multi, scode, mcode) in _MULTI_OF.items():
+        for suffix, offset in (("", 0), (" Z", 1000)):  # ISO WKB: Z types are 1000 higher
+            if types == {single + suffix, multi + suffix}:
+                return scode + offset, mcode + offset, multi + suffix
+    return None
+
+
 def _attribute_name(name: str) -> str:
     # Our own two columns win; a source attribute with the same name gets a trailing underscore.
     while name in (GEOMETRY_COLUMN, BBOX_COLUMN):
@@ -97,9 +111,10 @@ class GeoParquetWriter:
         self.schema = pa.schema([*fields, pa.field(GEOMETRY_COLUMN, pa.binary()),
                                  pa.field(BBOX_COLUMN, BBOX_TYPE)])
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        dictionary = [f.name for f in fields if not pa.types.is_nested(f.type)]
+        self._dictionary = [f.name for f in fields if not pa.types.is_nested(f.type)] or False
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.partial, self.schema, **WRITER_OPTIONS,
-                                                                 use_dictionary=dictionary or False)
+                                                                 use_dictionary=self._dictionary)
+        self.promoted = 0  # singles rewritten as multis at commit (see _promote_mixed)
         self._types: set[str] = set()
         self._bbox: list[float] | None = None
         self.rows = 0
@@ -143,12 +158,60 @@ class GeoParquetWriter:
 
     def commit(self) -> Path:
         assert self._writer is not None, "writer already closed"
+        promotion = _promotion(self._types)
+        if promotion is not None:
+            # Polygon and MultiPolygon in one layer (typically: repaired bow-ties): one type is what a
+            # consumer wants, but which one is only known at the end of the stream, so rewrite.
+            self._writer.close()
+            self._writer = None
+            self._promote_mixed(*promotion)
+        assert self._writer is not None
         meta = geo_metadata(self.crs, self.geometry_types, self._bbox)
         self._writer.add_key_value_metadata({"geo": json.dumps(meta, sort_keys=True, separators=(",", ":"))})
         self._writer.close()
         self._writer = None
         os.replace(self.partial, self.path)
         return self.path
+
+    def _promote_mixed(self, single_code: int, multi_code: int, multi_name: str) -> None:
+        """Rewrite `partial` row group by row group with every single geometry as a one-part multi.
+        In little-endian WKB that is a 9-byte header in front of the geometry's own WKB, so this runs
+        in Arrow compute without parsing geometries; bboxes do not change."""
+        first = self.partial.with_name(self.partial.name + ".1")
+        os.replace(self.partial, first)
+        src = pq.ParquetFile(first)
+        prefix = pa.scalar(b"\x01" + int(multi_code).to_bytes(4, "little") + (1).to_bytes(4, "little"), pa.binary())
+        single = pa.scalar(int(single_code).to_bytes(4, "little"), pa.binary())
+        little = pa.scalar(b"\x01", pa.binary())
+        empty = pa.scalar(b"", pa.binary())
+        self._writer = pq.ParquetWriter(self.partial, src.schema_arrow, **WRITER_OPTIONS,
+                                        use_dictionary=self._dictionary)
+        try:
+            for i in range(src.num_row_groups):
+                table = src.read_row_group(i)
+                k = table.schema.get_field_index(GEOMETRY_COLUMN)
+                col = table.column(k).combine_chunks()
+                if pc.all(pc.equal(pc.binary_slice(col, 0, 1), little)).as_py():
+                    mask = pc.equal(pc.binary_slice(col, 1, 5), single)
+                    self.promoted += pc.sum(mask).as_py() or 0
+                    col = pc.if_else(mask, pc.binary_join_element_wise(prefix, col, empty), col)
+                else:  # big-endian WKB passed through from the input: re-encode with shapely
+                    col = self._promote_with_shapely(col, single_code)
+                self._writer.write_table(table.set_column(k, table.schema.field(k), col),
+                                         row_group_size=max(len(table), 1))
+        finally:
+            first.unlink(missing_ok=True)
+        self._types = {multi_name}
+
+    def _promote_with_shapely(self, col: pa.Array, single_code: int) -> pa.Array:
+        geoms = shapely.from_wkb(col.to_numpy(zero_copy_only=False))
+        single_id = {1: 0, 2: 1, 3: 3}[single_code % 1000]
+        maker = {0: shapely.multipoints, 1: shapely.multilinestrings, 3: shapely.multipolygons}[single_id]
+        sel = np.flatnonzero(shapely.get_type_id(geoms) == single_id)
+        if len(sel):
+            geoms[sel] = maker(geoms[sel], indices=np.arange(len(sel)))
+        self.promoted += len(sel)
+        return encode_wkb(geoms)
 
     def abort(self) -> None:
         if self._writer is not None:

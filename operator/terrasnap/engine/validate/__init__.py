@@ -21,7 +21,8 @@ Rules (Finding.rule; severity as under the default policy):
       (coordinate errors are never repaired: skip drops them, reject/repair reject them)
   geometry-null       warning  null geometry: dropped from the normalized output
   geometry-empty      warning  empty geometry: dropped
-  geometry-mixed      warning  several geometry families in one layer (Polygon+MultiPolygon is one family)
+  geometry-mixed      warning  several geometry families in one layer (Polygon+MultiPolygon is one family:
+                               the normalized layer then has MultiPolygons only, "promoted to multi")
   reproject           error    no transformation to the target CRS, or non-finite results
   footprint           warning  labels outside the union of the imagery footprints (count of features)
   raster-crs-missing  error    raster without CRS

@@ -576,6 +576,9 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
                 la.target_crs_wkt, la.target_crs_projjson = tinfo["crs_wkt"], tinfo["crs_projjson"]
                 la.target_epsg = tinfo["epsg"]
                 la.output = str(w.commit())
+                la.geometry_types = w.geometry_types  # after commit: mixed single/multi became multi
+                if w.promoted:
+                    la.type_changes = dict(sorted({**la.type_changes, "promoted to multi": w.promoted}.items()))
                 la.output_relpath = normalized_relpath(rel, la.name, len(layer_names))
     return result
 
