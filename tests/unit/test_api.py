@@ -218,3 +218,15 @@ def test_status_written_by_the_planner_is_declared() -> None:
     assert set(status["history"][0]) <= set(declared["history"]["items"]["properties"])
     for condition in status["conditions"]:
         assert set(condition) <= set(declared["conditions"]["items"]["properties"])
+
+
+def test_label_selectors() -> None:
+    from terrasnap.api.selectors import matches
+
+    labels = {"a": "1", "b": "2"}
+    assert matches(labels, None) and matches(labels, "")
+    assert matches(labels, "a=1") and matches(labels, "a==1,b")
+    assert not matches(labels, "a=2") and not matches(labels, "c")
+    assert matches(labels, "!c") and not matches(labels, "!a")
+    assert matches(labels, "a!=2") and not matches(labels, "a!=1")
+    assert matches({}, "!terrasnap.io/test-run") and not matches({}, "terrasnap.io/test-run=x")

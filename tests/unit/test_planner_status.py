@@ -49,6 +49,8 @@ def ready(status: dict[str, Any]) -> dict[str, Any]:
 def test_job_view_states() -> None:
     assert st.JobView.from_job(job()).state == "pending"
     assert st.JobView.from_job(job(active=1, startTime=T0)).state == "running"
+    assert st.JobView.from_job(job(active=1, ready=0)).state == "pending"  # pod not scheduled yet
+    assert st.JobView.from_job(job(active=1, ready=1)).state == "running"
     done = st.JobView.from_job(
         job(conditions=[{"type": "Complete", "status": "True"}], startTime=T0, completionTime=T1)
     )

@@ -26,6 +26,7 @@ from typing import Any, cast
 import kopf
 
 from terrasnap.api import conditions as cond
+from terrasnap.api import selectors
 from terrasnap.api.config import OperatorConfig
 from terrasnap.api.constants import (
     FAILED,
@@ -58,11 +59,15 @@ class Context:
     config: OperatorConfig
     kube: k.Kube
     service_accounts: set[str] = field(default_factory=set)  # namespaces with the worker SA ensured
+    stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # SnapshotStores seen by the watch
+    seen_jobs: dict[str, tuple[str, int]] = field(default_factory=dict)  # Job uid → (state, failed pods)
 
 
 _context: Context | None = None
 # Set by run.main: watching the whole cluster needs no namespace scanning (and no RBAC for it).
 WATCH_CLUSTERWIDE = True
+# Set by run.main (--selector): serve only DatasetSnapshots and SnapshotStores with these labels.
+SELECTOR: str | None = None
 
 
 def context() -> Context:
@@ -111,15 +116,22 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.networking.request_timeout = 60
     # Only the Jobs we made, filtered by the apiserver.
     settings.watching.label_selectors["batch", "jobs"] = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    if SELECTOR:
+        settings.watching.label_selectors[GROUP, SNAPSHOT_PLURAL] = SELECTOR
+        settings.watching.label_selectors[GROUP, STORE_PLURAL] = SELECTOR
     # No CRD/namespace scanning (fewer RBAC rules) when cluster-wide; namespace globs (-n 'team-*') need it.
     settings.scanning.disabled = WATCH_CLUSTERWIDE
     # kopf would turn handler log lines into Events; we post our own on transitions.
     settings.posting.level = logging.WARNING
     settings.posting.reporting_component = "terrasnap-operator"
     settings.batching.error_delays = (1, 2, 5, 10, 20, 30, 60)
-    workers = os.environ.get("TERRASNAP_WORKERS")
-    if workers:
-        settings.execution.max_workers = int(workers)
+    # Handlers are sync and mostly wait on the apiserver: more threads than cores.
+    settings.execution.max_workers = int(os.environ.get("TERRASNAP_WORKERS", "16"))
+    # kopf runs one worker per object and its HTTP client has no connection limit: 1,000 new objects would
+    # open hundreds of TLS connections (RSS!). Bound the concurrent per-object workers and event posters.
+    settings.queueing.worker_limit = int(os.environ.get("TERRASNAP_WORKER_LIMIT", "64"))
+    settings.posting.worker_limit = 8
+    settings.queueing.idle_timeout = 0.3  # a worker keeps its slot while idle: release it soon
     ctx = context()
     log.info(
         "terrasnap operator: namespace %s, worker image %s", ctx.config.namespace, ctx.config.worker_image
@@ -132,9 +144,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, SNAPSHOT_PLURAL)
 @kopf.on.create(GROUP, VERSION, SNAPSHOT_PLURAL)
 @kopf.on.update(GROUP, VERSION, SNAPSHOT_PLURAL, field="spec")
-def reconcile_snapshot(body: kopf.Body, **_: Any) -> None:
+def reconcile_snapshot(body: kopf.Body, reason: str = "", **_: Any) -> None:
     try:
-        _reconcile_snapshot(_plain(body))
+        _reconcile_snapshot(_plain(body), created=reason == "create")
     except (kopf.TemporaryError, kopf.PermanentError):
         raise
     except Exception:
@@ -142,7 +154,7 @@ def reconcile_snapshot(body: kopf.Body, **_: Any) -> None:
         raise
 
 
-def _reconcile_snapshot(obj: dict[str, Any]) -> None:
+def _reconcile_snapshot(obj: dict[str, Any], created: bool = False) -> None:
     ctx = context()
     meta = obj["metadata"]
     namespace, name = meta["namespace"], meta["name"]
@@ -151,7 +163,7 @@ def _reconcile_snapshot(obj: dict[str, Any]) -> None:
     now = cond.now()
     store_name = (obj.get("spec") or {}).get("store") or ""
 
-    store_obj = ctx.kube.get(k.store_path(store_name)) if store_name else None
+    store_obj = _store(store_name) if store_name else None
     if store_obj is None:
         _write_invalid(path, generation, "StoreNotFound", f"SnapshotStore {store_name!r} does not exist", now)
         raise kopf.TemporaryError(f"SnapshotStore {store_name!r} not found", delay=15)
@@ -164,7 +176,8 @@ def _reconcile_snapshot(obj: dict[str, Any]) -> None:
 
     if st.is_settled(obj.get("status"), generation, plan.name):
         return  # this generation's Job already ran (it may have been removed by its TTL since)
-    _supersede(obj, plan)
+    if not created:  # a new object has no older Jobs (those of a deleted namesake have another owner)
+        _supersede(obj, plan)
     if plan.secret_copy is not None:
         owner = owner_reference(obj, controller=False)
         if not _copy_secret(plan.secret_copy, plan.labels, owner):
@@ -181,6 +194,18 @@ def _reconcile_snapshot(obj: dict[str, Any]) -> None:
         path, lambda fresh: st.planned(fresh.get("status"), generation, plan.name, now)
     )
     _announce(result)
+
+
+def _store(name: str) -> dict[str, Any] | None:
+    """The SnapshotStore from the watch's cache, else from the apiserver."""
+    ctx = context()
+    cached = ctx.stores.get(name)
+    if cached is not None:
+        return cached
+    found = ctx.kube.get(k.store_path(name))
+    if found is not None:
+        ctx.stores[name] = found
+    return found
 
 
 def _ensure_worker_service_account(namespace: str) -> None:
@@ -275,7 +300,9 @@ def observe_job(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
 
     Never patches the Job and returns nothing (kopf would write a return value into the Job's status).
     """
+    uid = (body.get("metadata") or {}).get("uid", "")
     if event.get("type") == "DELETED":
+        context().seen_jobs.pop(uid, None)
         return
     try:
         _observe_job(_plain(body))
@@ -295,14 +322,20 @@ def _observe_job(job: dict[str, Any]) -> None:
     if not snapshot_name or not owner_uids:
         return
     view = st.JobView.from_job(job)
+    fingerprint = (view.state, view.failed_pods)
+    if ctx.seen_jobs.get(meta.get("uid", "")) == fingerprint:
+        return  # nothing the status depends on changed since the last event of this Job
     path = k.snapshot_path(namespace, snapshot_name)
     snapshot = ctx.kube.get(path)
     if snapshot is None or snapshot["metadata"].get("uid") not in owner_uids:
         return
+    if not selectors.matches(snapshot["metadata"].get("labels"), SELECTOR):
+        return  # another operator instance serves this snapshot
     generation = int(snapshot["metadata"].get("generation") or 1)
     if view.generation != generation:
         return  # superseded; reconcile_snapshot deletes it if it still runs
     if st.is_settled(snapshot.get("status"), generation, view.name):
+        ctx.seen_jobs[meta.get("uid", "")] = fingerprint
         return
     result = _termination_result(namespace, view.name) if view.finished else None
     now = cond.now()
@@ -313,7 +346,8 @@ def _observe_job(job: dict[str, Any]) -> None:
             return None
         return st.observed(fresh.get("status"), fresh_generation, view, result, now)
 
-    written = ctx.kube.update_status(path, compute)
+    written = ctx.kube.update_status(path, compute, current=snapshot)
+    ctx.seen_jobs[meta.get("uid", "")] = fingerprint
     _announce(written)
     if view.finished and written is not None and written[1].get("phase") not in (SUCCEEDED, FAILED):
         _delete_secret_copy(job)
@@ -353,6 +387,16 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 
 # --- SnapshotStore -------------------------------------------------------------------------------------
+
+
+@kopf.on.event(GROUP, VERSION, STORE_PLURAL)
+def track_store(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    """Keeps the store cache current (no writes)."""
+    name = (body.get("metadata") or {}).get("name", "")
+    if event.get("type") == "DELETED":
+        context().stores.pop(name, None)
+    else:
+        context().stores[name] = {"metadata": {"name": name}, "spec": _plain(body).get("spec") or {}}
 
 
 @kopf.on.resume(GROUP, VERSION, STORE_PLURAL)

@@ -121,15 +121,16 @@ class Kube:
     # --- status writes ----------------------------------------------------------------------------------
 
     def update_status(
-        self, path: str, compute: Callable[[Obj], Obj | None], attempts: int = 8
+        self, path: str, compute: Callable[[Obj], Obj | None], attempts: int = 8, current: Obj | None = None
     ) -> tuple[Obj, Obj, Obj] | None:
         """Read the object at `path`, compute its new status, and merge-patch `/status` with the read
         resourceVersion as a precondition, retrying on conflicts.
 
+        `current`, if given, is a recent copy of the object to try first (saves a read when it is fresh).
         Returns (object as read, old status, new status), or None if the object is gone.
         """
-        for _attempt in range(attempts):
-            obj = self.get(path)
+        for attempt in range(attempts):
+            obj = current if attempt == 0 and current is not None else self.get(path)
             if obj is None:
                 return None
             old = obj.get("status") or {}

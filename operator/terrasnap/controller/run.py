@@ -36,6 +36,13 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("TERRASNAP_LIVENESS", "http://0.0.0.0:8081/healthz"),
         help="kopf liveness endpoint URL, empty to disable (env TERRASNAP_LIVENESS)",
     )
+    p.add_argument(
+        "--selector",
+        "-l",
+        default=os.environ.get("TERRASNAP_SELECTOR") or None,
+        help="serve only DatasetSnapshots/SnapshotStores matching this label selector, e.g. 'team=geo' or "
+        "'!example.com/skip' (env TERRASNAP_SELECTOR)",
+    )
     p.add_argument("--peering", default=os.environ.get("TERRASNAP_PEERING") or None,
                    help="kopf peering object name for several replicas (default: standalone)")  # fmt: skip
     p.add_argument("--priority", type=int, default=int(os.environ.get("TERRASNAP_PRIORITY", "0")))
@@ -58,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         # kopf logs every handler run of every object at INFO; our own transitions are logged instead.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
+    _trim_memory_periodically()
+    if os.environ.get("TERRASNAP_TRACEMALLOC"):
+        _trace_memory()
+
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -66,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     from terrasnap.controller import handlers  # registers the handlers
 
     handlers.WATCH_CLUSTERWIDE = not args.namespace
+    handlers.SELECTOR = args.selector
 
     kopf.run(
         clusterwide=not args.namespace,
@@ -76,6 +88,44 @@ def main(argv: list[str] | None = None) -> int:
         priority=args.priority,
     )
     return 0
+
+
+def _trim_memory_periodically(interval: float = 30.0) -> None:
+    """Give freed heap back to the OS after bursts (glibc keeps it otherwise; RSS would stay at the peak)."""
+    import ctypes
+    import threading
+    import time
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+
+    def loop() -> None:
+        while True:
+            time.sleep(interval)
+            trim(0)
+
+    threading.Thread(target=loop, name="malloc-trim", daemon=True).start()
+
+
+def _trace_memory() -> None:
+    """Debug aid (env TERRASNAP_TRACEMALLOC=1): SIGUSR1 prints the top allocation sites to stderr."""
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(8)
+
+    def dump(*_: object) -> None:
+        snapshot = tracemalloc.take_snapshot()
+        for stat in snapshot.statistics("traceback")[:15]:
+            print(f"{stat.size / 2**20:8.1f} MB {stat.count:8d} blocks", file=sys.stderr)
+            for line in stat.traceback.format()[-8:]:
+                print("    " + line, file=sys.stderr)
+        sys.stderr.flush()
+
+    signal.signal(signal.SIGUSR1, dump)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ class JobView:
         elif "Failed" in by_type:
             state = "failed"
             reason, message = by_type["Failed"].get("reason"), by_type["Failed"].get("message")
-        elif (status.get("active") or 0) > 0 or status.get("ready"):
+        elif _running(status):
             state = "running"
         else:
             state = "pending"
@@ -85,6 +85,14 @@ class JobView:
             or (by_type.get("Failed") or {}).get("lastTransitionTime"),
             failed_pods=int(status.get("failed") or 0),
         )
+
+
+def _running(status: Mapping[str, Any]) -> bool:
+    """A pod of the Job runs. `active` also counts pods that wait to be scheduled; `ready` (Kubernetes
+    >= 1.24) counts only running ones, so it decides when present."""
+    if status.get("ready") is not None:
+        return int(status["ready"]) > 0
+    return int(status.get("active") or 0) > 0
 
 
 @dataclass(frozen=True)
