@@ -77,6 +77,7 @@ def supervise(kubeconfig: str, state: Path) -> int:
     with open(state / "operator.log", "ab") as log:
         child = subprocess.Popen(
             [str(Path(sys.executable).parent / "terrasnap"), "operator", "--namespace", "ml-data",
+             "--selector", "!terrasnap.io/test-run",
              "--metrics-port", str(METRICS_PORT),
              "--liveness", f"http://127.0.0.1:{HEALTH_PORT}/healthz"],
             env=env, stdout=log, stderr=subprocess.STDOUT,

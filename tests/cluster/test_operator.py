@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from tests.controlplane.testing import Cluster, KubectlError, wait_for
 from tests.support import fakegcs
 from tests.support.sampledata import make_demo
@@ -35,6 +36,10 @@ CRDS = REPO / "crds"
 # outside pytest's /tmp and owned by the worker uid (git refuses repositories of other users).
 DATA_ROOT = REPO / ".state" / "test-operator"
 WORKER_UID = 65532
+# This session's objects carry this label and its operator serves only them (another operator on the same
+# cluster, e.g. `make demo-cluster`'s, is told to leave them alone with `--selector '!terrasnap.io/test-run'`).
+RUN_LABEL = "terrasnap.io/test-run"
+RUN_ID = uuid.uuid4().hex[:10]
 ENGINE_RUN = 300  # seconds one engine run may take on the process node
 
 
@@ -81,7 +86,7 @@ class Operator:
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
         }
         argv = [
-            sys.executable, "-m", "terrasnap.controller", "--namespace", "tsop-*",
+            sys.executable, "-m", "terrasnap.controller", "--namespace", "tsop-*", "--selector", f"{RUN_LABEL}={RUN_ID}",
             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
             "--liveness", f"http://127.0.0.1:{self.health_port}/healthz",
         ]  # fmt: skip
@@ -177,7 +182,7 @@ def store(cluster: Cluster, operator: Operator, gcs: fakegcs.FakeGCS) -> Iterato
         gcs.create_bucket(bucket)
         body = {"url": f"gs://{bucket}/dvc", "endpoint": endpoint or gcs.endpoint, **spec}
         cluster.apply({"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore",
-                       "metadata": {"name": name}, "spec": body})  # fmt: skip
+                       "metadata": {"name": name, "labels": {RUN_LABEL: RUN_ID}}, "spec": body})  # fmt: skip
         made.append(name)
         return name
 
@@ -211,8 +216,8 @@ def snapshot_manifest(name: str, store: str, repo: Path, revision: str = "v1", *
         "validation": {"targetCRS": "EPSG:4326", "invalidGeometry": "repair"},
         **spec,
     }
-    return {"apiVersion": "terrasnap.io/v1alpha1", "kind": "DatasetSnapshot", "metadata": {"name": name},
-            "spec": body}  # fmt: skip
+    return {"apiVersion": "terrasnap.io/v1alpha1", "kind": "DatasetSnapshot",
+            "metadata": {"name": name, "labels": {RUN_LABEL: RUN_ID}}, "spec": body}  # fmt: skip
 
 
 def jobs_of(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
