@@ -9,9 +9,13 @@ API verbs used (for the chart's RBAC):
   datasetsnapshots/status: patch.
 - terrasnap.io snapshotstores: get, list, watch, patch (annotations); snapshotstores/status: patch.
 - batch jobs: get, list, watch, create, delete.  batch cronjobs: get, create, patch (operator namespace).
-- core pods: list (to read termination messages).  core serviceaccounts: create (the worker SA per namespace).  core events: create (kopf posts them; events.k8s.io not used).
-- core secrets: get (only the Secrets stores name), create + delete (per-Job copies in snapshot namespaces and
-  the GC copy in the operator's namespace; never read back) — only when a store's Secret lives elsewhere.
+- core pods: list (to read termination messages).
+- core serviceaccounts: create (the worker ServiceAccount, once per namespace with snapshots).
+- core events: create (kopf posts them with the core/v1 API).
+- core secrets: get (the Secrets stores name: existence check, and the source of copies), create + get +
+  delete (per-Job copies in snapshot namespaces, the GC copy in the operator's namespace) — the copies only
+  when a store's Secret lives in another namespace than the pod that mounts it.
+- core namespaces: list, watch — only with namespace globs (`-n 'team-*'`); not cluster-wide.
 """
 
 from __future__ import annotations
@@ -126,10 +130,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.reporting_component = "terrasnap-operator"
     settings.batching.error_delays = (1, 2, 5, 10, 20, 30, 60)
     # Handlers are sync and mostly wait on the apiserver: more threads than cores.
-    settings.execution.max_workers = int(os.environ.get("TERRASNAP_WORKERS", "16"))
+    settings.execution.max_workers = int(os.environ.get("TERRASNAP_WORKERS", "32"))
     # kopf runs one worker per object and its HTTP client has no connection limit: 1,000 new objects would
     # open hundreds of TLS connections (RSS!). Bound the concurrent per-object workers and event posters.
-    settings.queueing.worker_limit = int(os.environ.get("TERRASNAP_WORKER_LIMIT", "64"))
+    settings.queueing.worker_limit = int(os.environ.get("TERRASNAP_WORKER_LIMIT", "128"))
     settings.posting.worker_limit = 8
     settings.queueing.idle_timeout = 0.3  # a worker keeps its slot while idle: release it soon
     ctx = context()
@@ -191,7 +195,7 @@ def _reconcile_snapshot(obj: dict[str, Any], created: bool = False) -> None:
         metrics.JOBS_CREATED.inc()
         log.info("created Job %s/%s for generation %d", namespace, plan.name, generation)
     result = ctx.kube.update_status(
-        path, lambda fresh: st.planned(fresh.get("status"), generation, plan.name, now)
+        path, lambda fresh: st.planned(fresh.get("status"), generation, plan.name, now), current=obj
     )
     _announce(result)
 
