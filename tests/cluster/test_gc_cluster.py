@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.controlplane.testing import Cluster
-from tests.engine.gcsim import objects_in, publish, put, put_dir
-from tests.support import fakegcs
 
 from terrasnap.engine.gc import gc_command
 from terrasnap.engine.store import Store
+from tests.controlplane.testing import Cluster
+from tests.engine.gcsim import objects_in, publish, put, put_dir
+from tests.support import fakegcs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.gcs]
 CRDS = Path(__file__).resolve().parents[2] / "crds"

@@ -10,13 +10,13 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from tests.engine import gcsim
-from tests.engine.gcsim import later, objects_in, publish, put, put_dir
 
 from terrasnap.engine import gc, refs
 from terrasnap.engine.errors import StoreUnreachable
 from terrasnap.engine.gc import GCFailedClosed, plan_deletions, run_gc
 from terrasnap.engine.store import ObjectInfo, Store
+from tests.engine import gcsim
+from tests.engine.gcsim import later, objects_in, publish, put, put_dir
 
 H = 3600.0
 GRACE = timedelta(hours=24)

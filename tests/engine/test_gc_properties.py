@@ -40,12 +40,12 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
-from tests.engine.gcsim import dir_object, folder_for
 
 from terrasnap.engine import refs
 from terrasnap.engine.errors import VerifyFailed
 from terrasnap.engine.gc import GCFailedClosed, GCRun, parse_metadata_objects
 from terrasnap.engine.store import Store, _mtime
+from tests.engine.gcsim import dir_object, folder_for
 
 H = 3600.0
 GRACE = timedelta(hours=24)

@@ -9,11 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.engine.gcsim import objects_in, put
 
 from terrasnap.engine import gc, refs
 from terrasnap.engine.errors import VerifyFailed
 from terrasnap.engine.store import Store
+from tests.engine.gcsim import objects_in, put
 
 A = "a" * 32
 B = "b" * 32 + ".dir"
