@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from tests.controlplane.testing import Cluster, KubectlError, wait_for  # noqa: F401  (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]

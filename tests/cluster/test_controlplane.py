@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from tests.controlplane.testing import Cluster, wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
