@@ -510,3 +510,43 @@ def test_missing_store_is_reported(cluster: Cluster, ns: str, git_repo: Path) ->
         what="StoreNotFound",
     )  # fmt: skip
     assert ready(obj)["status"] == "False" and not jobs_of(cluster, ns, "orphan")
+
+
+@pytest.mark.timeout(3 * ENGINE_RUN)
+def test_spec_change_supersedes_running_job(
+    cluster: Cluster, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    store_name = store()
+    cluster.apply(snapshot_manifest("moving", store_name, git_repo, revision="v1"), namespace=ns)
+    (first,) = wait_for(lambda: jobs_of(cluster, ns, "moving"), 60, interval=0.5, what="the first Job")
+    cluster.apply(snapshot_manifest("moving", store_name, git_repo, revision="v2"), namespace=ns)
+    obj = wait_phase(cluster, ns, "moving", ("Succeeded", "Failed"), generation=2)
+    assert obj["status"]["phase"] == "Succeeded", ready(obj)
+    assert obj["status"]["source"]["commit"] == _git(git_repo, "rev-parse", "v2").strip()
+    names = [j["metadata"]["name"] for j in jobs_of(cluster, ns, "moving")]
+    assert first["metadata"]["name"] not in names and len(names) == 1
+    assert [h["generation"] for h in obj["status"]["history"]] == [2]
+    assert "Superseded" in [e["reason"] for e in events_for(cluster, ns, "moving")]
+
+
+@pytest.mark.timeout(2 * ENGINE_RUN)
+def test_bucket_source(
+    cluster: Cluster, ns: str, store: Callable[..., str], gcs: fakegcs.FakeGCS, tmp_path: Path
+) -> None:
+    """A gs:// prefix as the source, read with the store's endpoint."""
+    from terrasnap.engine.store import Store
+
+    raw_bucket = f"raw-{uuid.uuid4().hex[:10]}"
+    gcs.create_bucket(raw_bucket)
+    data = make_demo(tmp_path / "data")
+    raw = Store.from_url(f"gs://{raw_bucket}/sample", gcs.endpoint)
+    for path in sorted(p for p in data.rglob("*") if p.is_file()):
+        raw.write_bytes(path.relative_to(data).as_posix(), path.read_bytes())
+    store_name = store()
+    manifest = snapshot_manifest("frombucket", store_name, Path("/unused"))
+    manifest["spec"]["source"] = {"bucket": {"url": f"gs://{raw_bucket}/sample/"}}
+    cluster.apply(manifest, namespace=ns)
+    obj = wait_phase(cluster, ns, "frombucket", ("Succeeded", "Failed"))
+    assert obj["status"]["phase"] == "Succeeded", ready(obj)
+    assert obj["status"]["summary"]["rasters"] == 2
+    assert obj["status"]["source"].get("commit") is None
