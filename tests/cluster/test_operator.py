@@ -550,3 +550,35 @@ def test_bucket_source(
     assert obj["status"]["phase"] == "Succeeded", ready(obj)
     assert obj["status"]["summary"]["rasters"] == 2
     assert obj["status"]["source"].get("commit") is None
+
+
+@pytest.mark.timeout(2 * ENGINE_RUN)
+def test_volume_source(cluster: Cluster, ns: str, store: Callable[..., str]) -> None:
+    """A PersistentVolumeClaim as the source, mounted read-only at /source (the node's hostPath PVs)."""
+    cluster.apply(
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "annotations"},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                  "resources": {"requests": {"storage": "10Mi"}}}},
+        namespace=ns,
+    )  # fmt: skip
+
+    def provisioned() -> str | None:
+        for pv in cluster.get("persistentvolumes")["items"]:
+            ref = pv["spec"].get("claimRef") or {}
+            if ref.get("namespace") == ns and ref.get("name") == "annotations":
+                return str(pv["spec"]["hostPath"]["path"])
+        return None
+
+    host_path = Path(wait_for(provisioned, 60, interval=0.5, what="a PersistentVolume for the claim"))
+    make_demo(host_path / "tiles")
+    _chown_tree(host_path, WORKER_UID)
+    store_name = store()
+    manifest = snapshot_manifest("fromvolume", store_name, Path("/unused"))
+    manifest["spec"]["source"] = {"volume": {"claimName": "annotations", "path": "/tiles"}}
+    cluster.apply(manifest, namespace=ns)
+    obj = wait_phase(cluster, ns, "fromvolume", ("Succeeded", "Failed"))
+    assert obj["status"]["phase"] == "Succeeded", ready(obj)
+    assert obj["status"]["summary"]["rasters"] == 2
+    (job,) = jobs_of(cluster, ns, "fromvolume")
+    mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "source", "mountPath": "/source", "readOnly": True} in mounts
