@@ -51,7 +51,7 @@ from terrasnap.controller import kube as k
 from terrasnap.controller import metrics
 from terrasnap.planner import names
 from terrasnap.planner import status as st
-from terrasnap.planner.common import SecretCopy, owner_reference, secret_copy_manifest
+from terrasnap.planner.common import CREDENTIALS_FILE, SecretCopy, owner_reference, secret_copy_manifest
 from terrasnap.planner.cronjob import cronjob_differs, plan_gc_cronjob
 from terrasnap.planner.job import CONTAINER, JobPlan, plan_job, worker_service_account
 
@@ -259,18 +259,21 @@ def _supersede(obj: Mapping[str, Any], plan: JobPlan) -> None:
 
 
 def _copy_secret(copy: SecretCopy, labels: Mapping[str, str], owner: dict[str, Any]) -> bool:
-    """Create the copy of a store Secret (only its one key). False if the source Secret is missing.
-
-    No read of the copy first: create answers 409 when it exists, so the operator needs only `create` on
-    Secrets in snapshot namespaces and `get` on the store's own Secret (the chart's RBAC relies on this).
-    """
+    """Create (or refresh, after a rotation) the copy of a store Secret: only its one key. False if the
+    source Secret or its key is missing. Values are passed through as base64 text, never decoded or logged."""
     ctx = context()
     source = ctx.kube.get(k.secrets_path(copy.source_namespace, copy.source_name))
     value = ((source or {}).get("data") or {}).get(copy.source_key)
     if value is None:
         return False
+    path = k.secrets_path(copy.namespace, copy.name)
+    existing = ctx.kube.get(path)
+    if existing is not None:
+        if (existing.get("data") or {}).get(CREDENTIALS_FILE) == value:
+            return True
+        ctx.kube.delete(path)  # immutable: replace it
     manifest = secret_copy_manifest(copy, value, labels=labels, owner=owner)
-    ctx.kube.create(k.secrets_path(copy.namespace), manifest)  # 409: already there
+    ctx.kube.create(k.secrets_path(copy.namespace), manifest)
     return True
 
 
