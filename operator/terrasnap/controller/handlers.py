@@ -332,6 +332,11 @@ def _observe_job(job: dict[str, Any]) -> None:
     fingerprint = (view.state, view.failed_pods)
     if ctx.seen_jobs.get(meta.get("uid", "")) == fingerprint:
         return  # nothing the status depends on changed since the last event of this Job
+    if fingerprint == ("pending", 0):
+        # A fresh Job: reconcile_snapshot wrote Pending when it created it (and resume re-plans after a
+        # crash in between), so there is nothing to read or write yet.
+        ctx.seen_jobs[meta.get("uid", "")] = fingerprint
+        return
     path = k.snapshot_path(namespace, snapshot_name)
     snapshot = ctx.kube.get(path)
     if snapshot is None or snapshot["metadata"].get("uid") not in owner_uids:
