@@ -332,8 +332,10 @@ class GCRun:
     def expand_dirs(self) -> None:
         """Defence in depth: a used `.dir` object keeps every entry it lists (as `dvc gc` with shallow=False)."""
         pending = [o for o in self.used if o.endswith(".dir")]
+        now = self.clock()
         for reg in self.registrations:
-            pending.extend(o for o in reg.objects if o.endswith(".dir"))
+            if reg.live(now, self.skew):  # an expired registration protects nothing (plan_deletions agrees)
+                pending.extend(o for o in reg.objects if o.endswith(".dir"))
         seen: set[str] = set()
         for oid in pending:
             if oid in seen:
