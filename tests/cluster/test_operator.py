@@ -582,3 +582,22 @@ def test_volume_source(cluster: Cluster, ns: str, store: Callable[..., str]) -> 
     (job,) = jobs_of(cluster, ns, "fromvolume")
     mounts = job["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "source", "mountPath": "/source", "readOnly": True} in mounts
+
+
+@pytest.mark.timeout(3 * ENGINE_RUN)
+def test_retry_annotation_reruns_a_failed_generation(
+    cluster: Cluster, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    store_name = store(endpoint=f"http://127.0.0.1:{_free_port()}")  # unreachable: fails every time
+    cluster.apply(snapshot_manifest("again", store_name, git_repo, backoffLimit=0), namespace=ns)
+    failed = wait_phase(cluster, ns, "again", ("Failed",))
+    first_job = failed["status"]["job"]
+    cluster.kubectl("annotate", "dsnap", "again", "terrasnap.io/retry=1", "--overwrite", namespace=ns)
+    wait_for(lambda: len(jobs_of(cluster, ns, "again")) == 2, 60, interval=0.5, what="a second Job")
+    again = wait_for(
+        lambda: (o := dsnap(cluster, ns, "again"))["status"].get("job") != first_job
+        and o["status"].get("phase") == "Failed" and o,
+        ENGINE_RUN, interval=1, what="the retried Job to fail too",
+    )  # fmt: skip
+    assert again["metadata"]["generation"] == 1 and again["status"]["observedGeneration"] == 1
+    assert ready(again)["reason"] == "StoreUnreachable"

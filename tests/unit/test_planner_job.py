@@ -215,3 +215,14 @@ def test_merge_diff() -> None:
     new = {"a": 1, "b": {"c": 1, "d": 3}, "l": [1], "n": None}
     assert merge_diff(old, new) == {"b": {"d": 3}, "l": [1], "n": None, "gone": None}
     assert merge_diff(new, new) == {}
+
+
+def test_retry_annotation_gives_the_same_generation_a_new_job() -> None:
+    plain = plan_job(snapshot(), "main", STORE, CONFIG)
+    retried = snapshot()
+    retried["metadata"]["annotations"] = {"terrasnap.io/retry": "1700000000"}
+    first = plan_job(retried, "main", STORE, CONFIG)
+    assert first.name != plain.name and first.name.startswith("buildings-3-")
+    assert first.name == plan_job(retried, "main", STORE, CONFIG).name
+    retried["metadata"]["annotations"]["terrasnap.io/retry"] = "1700000001"
+    assert plan_job(retried, "main", STORE, CONFIG).name != first.name

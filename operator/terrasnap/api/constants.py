@@ -18,6 +18,9 @@ LABEL_SNAPSHOT = f"{GROUP}/snapshot"
 LABEL_GENERATION = f"{GROUP}/generation"
 LABEL_STORE = f"{GROUP}/store"
 ANNOTATION_SPEC_HASH = f"{GROUP}/spec-hash"
+# Set (to any new value, e.g. a timestamp) to run a snapshot's Job again without changing its spec:
+#   kubectl annotate dsnap NAME terrasnap.io/retry="$(date +%s)" --overwrite
+ANNOTATION_RETRY = f"{GROUP}/retry"
 
 # Status history bound (CRD: status.history maxItems).
 HISTORY_LIMIT = 20

@@ -33,6 +33,7 @@ from terrasnap.api import conditions as cond
 from terrasnap.api import selectors
 from terrasnap.api.config import OperatorConfig
 from terrasnap.api.constants import (
+    ANNOTATION_RETRY,
     FAILED,
     GROUP,
     LABEL_COMPONENT,
@@ -68,6 +69,7 @@ class Context:
 
 
 _context: Context | None = None
+KOPF_PREFIX = f"kopf.{GROUP}"
 # Set by run.main: watching the whole cluster needs no namespace scanning (and no RBAC for it).
 WATCH_CLUSTERWIDE = True
 # Set by run.main (--selector): serve only DatasetSnapshots and SnapshotStores with these labels.
@@ -107,9 +109,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     import os
 
     # Own status fields only; kopf's progress and diff base live in annotations (never pruned).
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # (Prefix `kopf.terrasnap.io`, not `terrasnap.io`: kopf hides its storage prefix from diffs, and
+    # `terrasnap.io/retry` must stay visible to the update handler.)
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.persistence.finalizer = f"{GROUP}/finalizer"  # unused: no deletion handlers, no finalizers
     # Silent watch freezes (kopf #585, #810): bounded server and client timeouts, then re-list.
@@ -148,6 +152,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 @kopf.on.resume(GROUP, VERSION, SNAPSHOT_PLURAL)
 @kopf.on.create(GROUP, VERSION, SNAPSHOT_PLURAL)
 @kopf.on.update(GROUP, VERSION, SNAPSHOT_PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, SNAPSHOT_PLURAL, field=("metadata", "annotations", ANNOTATION_RETRY))
 def reconcile_snapshot(body: kopf.Body, reason: str = "", **_: Any) -> None:
     try:
         _reconcile_snapshot(_plain(body), created=reason == "create")
@@ -346,6 +351,9 @@ def _observe_job(job: dict[str, Any]) -> None:
     generation = int(snapshot["metadata"].get("generation") or 1)
     if view.generation != generation:
         return  # superseded; reconcile_snapshot deletes it if it still runs
+    status = snapshot.get("status") or {}
+    if status.get("observedGeneration") == generation and status.get("job") not in (None, view.name):
+        return  # an earlier Job of this generation (before a retry); the status follows the newer one
     if st.is_settled(snapshot.get("status"), generation, view.name):
         ctx.seen_jobs[meta.get("uid", "")] = fingerprint
         return

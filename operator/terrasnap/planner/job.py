@@ -8,6 +8,7 @@ from typing import Any
 
 from terrasnap.api.config import OperatorConfig
 from terrasnap.api.constants import (
+    ANNOTATION_RETRY,
     ANNOTATION_SPEC_HASH,
     LABEL_GENERATION,
     LABEL_SNAPSHOT,
@@ -101,7 +102,8 @@ def plan_job(
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
     raw_spec = snapshot.get("spec") or {}
     spec = SnapshotSpec.from_dict(raw_spec)
-    hash_ = names.spec_hash(meta["uid"], raw_spec)
+    retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY) or None
+    hash_ = names.spec_hash(meta["uid"], raw_spec, retry)
     job_name = names.job_name(name, generation, hash_)
     labels = snapshot_labels(name, generation, store_name)
 

@@ -13,13 +13,17 @@ MAX_NAME = 63  # a Job's name becomes its pods' `job-name` label value: at most 
 HASH_LENGTH = 5
 
 
-def spec_hash(uid: str, spec: Mapping[str, Any] | None) -> str:
-    """Short hash of the object's uid and its spec (canonical JSON).
+def spec_hash(uid: str, spec: Mapping[str, Any] | None, retry: str | None = None) -> str:
+    """Short hash of the object's uid, its spec (canonical JSON) and its retry token, if any.
 
     The uid makes a deleted-and-recreated snapshot with the same name and generation get a fresh Job name,
-    instead of colliding with the old Job that the garbage collector has not removed yet.
+    instead of colliding with the old Job that the garbage collector has not removed yet; a new retry token
+    (annotation `terrasnap.io/retry`) gives the same generation a new Job.
     """
-    canonical = json.dumps({"uid": uid, "spec": spec or {}}, sort_keys=True, separators=(",", ":"))
+    doc: dict[str, Any] = {"uid": uid, "spec": spec or {}}
+    if retry:
+        doc["retry"] = retry
+    canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:HASH_LENGTH]
 
 
