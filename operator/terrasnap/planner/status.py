@@ -301,7 +301,10 @@ def _failed(
         when=now,
         ready=False,
         ready_reason=Reason(reason, message),
-        stalled=Reason(reason, f"Job {job.name} failed; change the spec to try again: {message}"),
+        stalled=Reason(
+            reason,
+            f"Job {job.name} failed; change the spec or the terrasnap.io/retry annotation to run again: {message}",
+        ),
     )
     return new
 
