@@ -7,6 +7,8 @@ package's configuration loading (kubeconfig, in-cluster, token refresh) and its 
 
 from __future__ import annotations
 
+import os
+
 import json
 import logging
 import threading
@@ -43,7 +45,9 @@ class Kube:
             try:
                 k8s_config.load_incluster_config(client_configuration=configuration)
             except k8s_config.ConfigException:
-                k8s_config.load_kube_config(client_configuration=configuration)
+                # $KUBECONFIG as it is now, not as it was when the client was first imported
+                k8s_config.load_kube_config(config_file=os.environ.get("KUBECONFIG"),
+                                            client_configuration=configuration)
         configuration.connection_pool_maxsize = max(configuration.connection_pool_maxsize or 0, 16)
         self.configuration = configuration
         self.timeout = timeout

@@ -80,7 +80,8 @@ def _kube() -> Any:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        # The client reads $KUBECONFIG once, when it is first imported; read it now instead.
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
     return client
 
 
