@@ -7,10 +7,9 @@ package's configuration loading (kubeconfig, in-cluster, token refresh) and its 
 
 from __future__ import annotations
 
-import os
-
 import json
 import logging
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
