@@ -182,6 +182,18 @@ def main():
         except OSError as e:
             die(f"mounting volume {m.get('name', src)} at {dst}: {e}")
 
+    # A volume over an ancestor of the venv or repo (an emptyDir at /tmp while the checkout lives under
+    # /tmp) would hide the interpreter the container runs: put those host paths back, read-only.
+    targets = [os.path.abspath(m["target"]) for m in spec["mounts"]]
+    for p in spec.get("expose", []):
+        p = os.path.abspath(p)
+        if os.path.isdir(p) and any(p == t or p.startswith(t.rstrip("/") + "/") for t in targets):
+            try:
+                ensure_target(R(p), True)
+                bind(p, R(p), ro=True)
+            except OSError as e:
+                die(f"re-exposing {p} under a volume: {e}")
+
     uid, gid = spec.get("uid", 0), spec.get("gid", 0)
     if uid != 0:
         # 5. make the way to the interpreter, venv, repo and working dir traversable for this user

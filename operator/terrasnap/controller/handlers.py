@@ -12,7 +12,7 @@ API verbs used (for the chart's RBAC):
 - core pods: list (to read termination messages).
 - core serviceaccounts: create (the worker ServiceAccount, once per namespace with snapshots).
 - core events: create (kopf posts them with the core/v1 API).
-- core secrets: get (the Secrets stores name: existence check, and the source of copies), create + get +
+- core secrets: get (the Secrets stores name: existence check, and the source of copies), create +
   delete (per-Job copies in snapshot namespaces, the GC copy in the operator's namespace) — the copies only
   when a store's Secret lives in another namespace than the pod that mounts it.
 - core namespaces: list, watch — only with namespace globs (`-n 'team-*'`); not cluster-wide.
@@ -52,7 +52,7 @@ from terrasnap.controller import kube as k
 from terrasnap.controller import metrics
 from terrasnap.planner import names
 from terrasnap.planner import status as st
-from terrasnap.planner.common import CREDENTIALS_FILE, SecretCopy, owner_reference, secret_copy_manifest
+from terrasnap.planner.common import SecretCopy, owner_reference, secret_copy_manifest
 from terrasnap.planner.cronjob import cronjob_differs, plan_gc_cronjob
 from terrasnap.planner.job import CONTAINER, JobPlan, plan_job, worker_service_account
 
@@ -271,14 +271,13 @@ def _copy_secret(copy: SecretCopy, labels: Mapping[str, str], owner: dict[str, A
     value = ((source or {}).get("data") or {}).get(copy.source_key)
     if value is None:
         return False
-    path = k.secrets_path(copy.namespace, copy.name)
-    existing = ctx.kube.get(path)
-    if existing is not None:
-        if (existing.get("data") or {}).get(CREDENTIALS_FILE) == value:
-            return True
-        ctx.kube.delete(path)  # immutable: replace it
     manifest = secret_copy_manifest(copy, value, labels=labels, owner=owner)
-    ctx.kube.create(k.secrets_path(copy.namespace), manifest)
+    _, created = ctx.kube.create(k.secrets_path(copy.namespace), manifest)
+    if not created:
+        # An earlier copy exists. Replace it (copies are immutable) so a rotated key reaches the next pod —
+        # without reading it: the operator may create and delete Secrets there, never get them.
+        ctx.kube.delete(k.secrets_path(copy.namespace, copy.name))
+        ctx.kube.create(k.secrets_path(copy.namespace), manifest)
     return True
 
 
