@@ -100,6 +100,26 @@ def test_the_real_command_prints_only_the_result_on_stdout(demo: Path, tmp_path:
     assert "dvc push" in proc.stderr and "Running stage" in proc.stderr
 
 
+def test_the_callers_files_are_never_touched(tmp_path: Path, file_store: str) -> None:
+    """raw/ hard-links the source; DVC must not chmod, move or relink the caller's files."""
+    src = tmp_path / "src"
+    sd.write_geojson(src / "a.geojson", sd.buildings(3))
+    before = {p: (p.stat().st_mode, p.stat().st_ino, p.read_bytes()) for p in src.rglob("*") if p.is_file()}
+    work = tmp_path / "work"
+    code, doc, _ = snap(src, file_store, "--workdir", str(work), tmp=tmp_path)
+    assert code == 0, doc
+    after = {p: (p.stat().st_mode, p.stat().st_ino, p.read_bytes()) for p in src.rglob("*") if p.is_file()}
+    assert after == before
+    # an edit of the source afterwards never reaches the pushed object (the cache holds a copy)
+    (src / "a.geojson").write_text((src / "a.geojson").read_text().replace("building", "house"))
+    store = Store.from_url(file_store)
+    rows, _ = read_manifest(store.read_bytes(store.rel_from_uri(doc["manifest"])))
+    row = next(r for r in rows if r["path"] == "raw/a.geojson")
+    import hashlib
+
+    assert hashlib.sha256(store.read_bytes(Store.object_rel(row["md5"]))).hexdigest() == row["sha256"]
+
+
 def test_one_vertex_changes_the_id(tmp_path: Path, file_store: str) -> None:
     src = tmp_path / "src"
     feats = sd.buildings(5)
