@@ -132,8 +132,8 @@ class Source:
             return cls(git=GitSource(url=url, revision=revision, path=path, credentials=ref))
         if "bucket" in present:
             url = _required(_mapping(data, "bucket"), "url", "source.bucket")
-            if not url.startswith(("gs://", "s3://")):
-                raise SpecError("source.bucket.url must start with gs:// or s3://")
+            if not url.startswith("gs://"):
+                raise SpecError("source.bucket.url must start with gs:// (s3:// is not supported yet)")
             return cls(bucket=BucketSource(url=url))
         volume = _mapping(data, "volume")
         path = _str(volume, "path", "/") or "/"
@@ -212,7 +212,7 @@ class SnapshotSpec:
         )
 
 
-STORE_SCHEMES = ("gs://", "s3://", "file:///")
+STORE_SCHEMES = ("gs://", "file:///")  # the engine's stores (engine/store.py)
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ class StoreSpec:
             raise SpecError("spec is required")
         url = _required(spec, "url", "spec")
         if not url.startswith(STORE_SCHEMES):
-            raise SpecError("url must start with gs://, s3:// or file:///")
+            raise SpecError("url must start with gs:// or file:/// (s3:// is not supported yet)")
         endpoint = _str(spec, "endpoint") or None
         if endpoint is not None and not re.match(r"^https?://.+", endpoint):
             raise SpecError("endpoint must be an http:// or https:// URL")
