@@ -195,7 +195,7 @@ def test_git_source_with_its_own_dvc_pipeline(tmp_path: Path, file_store: str) -
     assert b"derive" in store.read_bytes(f"{folder}/source-dvc.lock")
 
 
-def test_result_file_is_compact(tmp_path: Path, file_store: str) -> None:
+def test_result_file_is_compact() -> None:
     from terrasnap.cli import compact_result
 
     doc = {"ok": False, "error": {"reason": "ValidationFailed", "message": "x" * 10000}}

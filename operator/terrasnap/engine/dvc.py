@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
@@ -38,17 +37,6 @@ def dvc_env(workdir: Path) -> dict[str, str]:
     return env
 
 
-def run(workdir: Path, *args: str, error: type[Exception] = DVCError, what: str | None = None) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "dvc", *args], cwd=workdir, env=dvc_env(workdir), capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).strip().splitlines() if ln.strip()]
-        tail = " ".join(lines[-4:]) or f"exit code {proc.returncode}"
-        raise error(f"dvc {what or args[0]} failed in {workdir}: {tail}")
-    return proc.stdout
-
-
 def init_project(workdir: Path, store: Store) -> None:
     """A DVC project (no git) whose default remote is the store, configured only from non-secret settings.
 
@@ -57,7 +45,10 @@ def init_project(workdir: Path, store: Store) -> None:
     """
     workdir.mkdir(parents=True, exist_ok=True)
     if not (workdir / ".dvc").is_dir():
-        run(workdir, "init", "--no-scm", "-q")
+        from dvc.repo import Repo
+
+        with _dvc_call(workdir, DVCError, "init"):
+            Repo.init(str(workdir), no_scm=True)
     remote_url = store.root if store.scheme == "file" else store.url
     lines = ["[core]", "    no_scm = True", "    analytics = false", f"    remote = {REMOTE}",
              f"['remote \"{REMOTE}\"']", f"    url = {remote_url}"]
@@ -75,11 +66,9 @@ def init_project(workdir: Path, store: Store) -> None:
 
 
 @contextmanager
-def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[Any]:
+def _dvc_call(workdir: Path, error: type[Exception], what: str) -> Iterator[None]:
     """DVC's Python API in this process (a `dvc` process costs a second of imports per call), with the
     environment a `dvc` command would get and DVC's own log messages folded into our error."""
-    from dvc.repo import Repo
-
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     errors: list[str] = []
 
@@ -98,8 +87,8 @@ def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[An
     saved_stdout = os.dup(1)
     os.dup2(2, 1)
     try:
-        with redirect_stdout(sys.stderr), Repo(str(workdir)) as repo:
-            yield repo
+        with redirect_stdout(sys.stderr):
+            yield
     except Exception as exc:
         causes: list[str] = []
         cur: BaseException | None = exc
@@ -118,14 +107,22 @@ def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[An
         os.environ.update(saved_env)
 
 
+@contextmanager
+def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[Any]:
+    from dvc.repo import Repo
+
+    with _dvc_call(workdir, error, what), Repo(str(workdir)) as repo:
+        yield repo
+
+
 def add(workdir: Path, target: str) -> None:
     # relink=False: the workspace keeps its hard links to the caller's files (no copy back, no chmod)
     with _in_project(workdir, DVCError, "add") as repo:
         repo.add(target, relink=False)
 
 
-def repro(workdir: Path) -> None:
-    with _in_project(workdir, DVCError, "repro") as repo:
+def repro(workdir: Path, what: str = "repro") -> None:
+    with _in_project(workdir, DVCError, what) as repo:
         repo.reproduce()
 
 
@@ -143,12 +140,13 @@ class TrackedDir:
     entries: dict[str, str]  # relpath -> md5
 
 
-def _cache_object(workdir: Path, md5: str) -> Path:
+def cache_object(workdir: Path, md5: str) -> Path:
+    """Where DVC's local cache keeps an object (the same layout as the remote)."""
     return workdir / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
 
 def read_dir_object(workdir: Path, md5: str) -> dict[str, str]:
-    data = json.loads(_cache_object(workdir, md5).read_text())
+    data = json.loads(cache_object(workdir, md5).read_text())
     return {item["relpath"]: item["md5"] for item in data}
 
 

@@ -5,7 +5,6 @@ Needs neither git nor a DVC project: the manifest is the only thing a training j
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -52,7 +51,7 @@ def fetch(manifest_uri: str, dest: Path, endpoint: str | None = None, role: str 
             store.get_file(Store.object_rel(row["md5"]), str(tmp))
         except FileNotFoundError:
             raise VerifyFailed(f"{row['path']}: object {row['md5']} is missing from {store.url}") from None
-        got = hashlib.sha256(tmp.read_bytes()).hexdigest() if row["size"] < 1 << 26 else hash_file(tmp).sha256
+        got = hash_file(tmp).sha256
         if got != row["sha256"]:
             tmp.unlink()
             raise VerifyFailed(f"{row['path']}: sha256 {got} does not match the manifest's {row['sha256']}")

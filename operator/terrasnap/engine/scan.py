@@ -29,8 +29,7 @@ def classify(rel: str) -> str:
     if lower.endswith(RASTER_SUFFIXES):
         return "raster"
     if lower.endswith(VECTOR_SUFFIXES):
-        # A plain .json is a vector layer only when it says it is GeoJSON; checked cheaply from its head.
-        return "vector"
+        return "vector"  # a plain .json may still turn out "other": scan() looks at its head
     return "other"
 
 
@@ -86,10 +85,3 @@ def scan(root: Path) -> list[Entry]:
     if not entries:
         raise ValidationFailed(f"source {root}: no files to snapshot")
     return entries
-
-
-def layer_files(entries: list[Entry]) -> tuple[list[Entry], list[Entry]]:
-    """(vector layers, rasters): shapefile side files are read through their .shp and are not layers."""
-    vectors = [e for e in entries if e.kind == "vector"]
-    rasters = [e for e in entries if e.kind == "raster"]
-    return vectors, rasters

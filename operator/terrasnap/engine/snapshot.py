@@ -34,7 +34,7 @@ from terrasnap.engine.manifest import (
 )
 from terrasnap.engine.scan import Entry, scan
 from terrasnap.engine.source import Materialized, materialize, parse_source
-from terrasnap.engine.stage import STAGE_NAME, load_report, stage_command
+from terrasnap.engine.stage import STAGE_NAME, load_report, rejection_message, stage_command
 from terrasnap.engine.store import Store
 from terrasnap.engine.validate.policy import Policy
 
@@ -72,12 +72,10 @@ class Summary:
 
 @dataclass
 class Stats:
-    """What the run cost: reported in metadata.json and by the benchmark."""
+    """What the run cost, in the result's `stats` (the benchmark reads them)."""
 
     bytes_hashed: int = 0
     hash_cache_hits: int = 0
-    pushed: str = ""
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def default_name(source: str) -> str:
@@ -127,7 +125,7 @@ def _pipeline_of(mat: Materialized) -> tuple[dict[str, Any], dict[str, str]]:
     own = mat.root / "dvc.yaml"
     if not own.exists():
         return {}, {}
-    dvc.run(mat.root, "repro", "-q", what="repro (the source's own dvc.yaml)")
+    dvc.repro(mat.root, what="repro (the source's own dvc.yaml)")
     files = {"source-dvc.yaml": own.read_text()}
     lock = mat.root / "dvc.lock"
     if lock.exists():
@@ -157,7 +155,7 @@ def _verify(store: Store, expected: dict[str, int | None]) -> None:
 def _object_sizes(project: Path, objects: list[str]) -> dict[str, int | None]:
     sizes: dict[str, int | None] = {}
     for md5 in objects:
-        cached = project / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+        cached = dvc.cache_object(project, md5)
         sizes[md5] = cached.stat().st_size if cached.exists() else None
     return sizes
 
@@ -191,9 +189,7 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         _link_tree(entries, mat.root, project / "raw")
         _write_if_changed(project / "policy.json", json.dumps(req.policy.to_dict(), sort_keys=True, indent=1) + "\n")
         _write_if_changed(project / "dvc.yaml", yaml.safe_dump(stage_command(), sort_keys=False))
-        stats.seconds["prepare"] = time.monotonic() - t0
 
-        t = time.monotonic()
         progress("dvc add raw (hashing the inputs)")
         dvc.add(project, "raw")
         progress("dvc repro (validate + normalize)")
@@ -202,17 +198,14 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         except DVCError as exc:
             report = load_report(project)
             if report is not None and not report.get("ok", True):
-                raise ValidationFailed(_rejection_message(report)) from None
+                raise ValidationFailed(rejection_message(report)) from None
             raise exc
         report = load_report(project)
         if report is None:
             raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
-        stats.seconds["validate"] = time.monotonic() - t
 
-        t = time.monotonic()
         progress("hashing (sha256 + md5)")
         rows = _hash_rows(project, report, stats, workdir)
-        stats.seconds["hash"] = time.monotonic() - t
 
         outs = dvc.tracked_outputs(project)
         _check_md5_agree(rows, outs)
@@ -221,7 +214,6 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         hexid = sid.split(":", 1)[1]
         folder = Store.manifest_rel(req.namespace, name, hexid)
 
-        t = time.monotonic()
         sizes = _object_sizes(project, objects)
         # Registered before the push, so a concurrent GC keeps these objects (docs/gc.md).
         with refs.inflight(store, objects, owner=f"{req.namespace}/{name}", manifest=folder) as reg:
@@ -230,7 +222,6 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
             progress("verifying every object in the store")
             # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
             reg.confirm(lambda: _verify(store, sizes), repair=lambda: dvc.push(project))
-            stats.seconds["push+verify"] = time.monotonic() - t
             summary = _summary(rows, report)
             created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
             uris = {k: store.uri(f"{folder}/{f}") for k, f in (
@@ -240,10 +231,9 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
                 progress(f"snapshot {sid} is already published; nothing to write")
             else:
                 _publish(store, folder, project, rows, report, sid, req, name, mat, objects, summary,
-                         created, uris, pipeline_files, stats)
+                         created, uris, pipeline_files)
             reg.published()
-        stats.seconds["total"] = time.monotonic() - t0
-        progress(f"done: {sid} in {stats.seconds['total']:.1f}s")
+        progress(f"done: {sid} in {time.monotonic() - t0:.1f}s")
         return {
             "ok": True,
             "snapshotID": sid,
@@ -255,14 +245,6 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
     finally:
         if tmp is not None:
             tmp.cleanup()
-
-
-def _rejection_message(report: dict[str, Any]) -> str:
-    errors = [f for f in report.get("findings", []) if f.get("severity") == "error"]
-    total = sum(int(f.get("count", 1)) for f in errors)
-    head = "; ".join(f["message"] for f in errors[:3])
-    more = f" (+{len(errors) - 3} more finding(s))" if len(errors) > 3 else ""
-    return f"validation rejected the data ({total} error(s); nothing pushed): {head}{more}"
 
 
 def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, workdir: Path) -> list[FileRow]:
@@ -311,7 +293,7 @@ def _summary(rows: list[FileRow], report: dict[str, Any]) -> Summary:
 
 def _publish(store: Store, folder: str, project: Path, rows: list[FileRow], report: dict[str, Any], sid: str,
              req: SnapshotRequest, name: str, mat: Materialized, objects: list[str], summary: Summary,
-             created: str, uris: dict[str, str], pipeline_files: dict[str, str], stats: Stats) -> None:
+             created: str, uris: dict[str, str], pipeline_files: dict[str, str]) -> None:
     import dvc as dvc_pkg
     import rasterio
 

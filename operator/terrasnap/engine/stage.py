@@ -123,9 +123,17 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def rejection_message(report: dict[str, Any]) -> str:
+    """One line for the result document: how many errors, and the first few of them, each with its place."""
+    errors = [f for f in report.get("findings", []) if f.get("severity") == "error"]
+    total = sum(int(f.get("count", 1)) for f in errors)
+    head = "; ".join(f["message"] for f in errors[:3])
+    more = f" (+{len(errors) - 3} more finding(s))" if len(errors) > 3 else ""
+    return f"validation rejected the data ({total} error(s); nothing pushed): {head}{more}"
+
+
 def validate_source(source: str, policy: Policy, endpoint: str | None, report_file: Path | None) -> dict[str, Any]:
     """`terrasnap validate`: the stage's checks on any source, without DVC or a store."""
-    from terrasnap.engine.snapshot import _rejection_message
     from terrasnap.engine.source import materialize, parse_source
 
     with tempfile.TemporaryDirectory(prefix="terrasnap-validate-") as work:
@@ -134,5 +142,5 @@ def validate_source(source: str, policy: Policy, endpoint: str | None, report_fi
     if report_file:
         _write_json(report_file, report)
     if not report["ok"]:
-        raise ValidationFailed(_rejection_message(report))
+        raise ValidationFailed(rejection_message(report))
     return {"ok": True, "summary": report["summary"], "findings": report["findings"][:20]}

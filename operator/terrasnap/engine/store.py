@@ -255,24 +255,16 @@ def _probe_tcp(endpoint: str, timeout: float = 5.0) -> None:
 
 
 def _mtime(info: dict[str, Any]) -> float | None:
-    for key in ("mtime", "created"):
+    """Modification time from an fsspec info dict: a number (local files) or ISO text (GCS)."""
+    from datetime import datetime
+
+    for key in ("mtime", "created", "updated"):
         value = info.get(key)
-        if value is None:
-            continue
         if isinstance(value, int | float):
             return float(value)
-        try:
-            from datetime import datetime
-
-            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            continue
-    updated = info.get("updated")
-    if updated:
-        from datetime import datetime
-
-        try:
-            return datetime.fromisoformat(str(updated).replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
+        if value:
+            try:
+                return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
     return None
