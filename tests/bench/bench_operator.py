@@ -60,7 +60,7 @@ class JobWatch(threading.Thread):
         self.stop = False
 
     def run(self) -> None:
-        from terrasnap.controller import kube as k
+        from terrasnap import kube as k
 
         listing = self.kube.request("GET", k.jobs_path(self.namespace))
         rv = listing["metadata"]["resourceVersion"]
@@ -135,7 +135,7 @@ def main() -> int:
         from kubernetes import client as k8s_client
         from kubernetes import config as k8s_config
 
-        from terrasnap.controller import kube as k
+        from terrasnap import kube as k
 
         configuration = k8s_client.Configuration()
         k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)

@@ -1,4 +1,4 @@
-"""controller.kube: status writes with a resourceVersion precondition, retried on conflicts (no cluster)."""
+"""terrasnap.kube: status writes with a resourceVersion precondition, retried on conflicts (no cluster)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from kubernetes import client as k8s_client
 
-from terrasnap.controller.kube import Kube, KubeError
+from terrasnap.kube import Kube, KubeError
 
 
 class FakeKube(Kube):

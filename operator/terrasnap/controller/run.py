@@ -12,6 +12,7 @@ import sys
 
 
 def parser() -> argparse.ArgumentParser:
+    """Options override the TERRASNAP_* variables; both are validated by terrasnap.api.config.load."""
     p = argparse.ArgumentParser(prog="terrasnap operator", description=__doc__)
     p.add_argument(
         "--namespace",
@@ -22,37 +23,48 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--metrics-port",
-        type=int,
-        default=int(os.environ.get("TERRASNAP_METRICS_PORT", "8080")),
         help="Prometheus metrics port, 0 to disable (env TERRASNAP_METRICS_PORT, default 8080)",
     )
-    p.add_argument(
-        "--metrics-address",
-        default=os.environ.get("TERRASNAP_METRICS_ADDRESS", "0.0.0.0"),
-        help="bind address",
-    )
+    p.add_argument("--metrics-address", help="bind address (env TERRASNAP_METRICS_ADDRESS, default 0.0.0.0)")
     p.add_argument(
         "--liveness",
-        default=os.environ.get("TERRASNAP_LIVENESS", "http://0.0.0.0:8081/healthz"),
-        help="kopf liveness endpoint URL, empty to disable (env TERRASNAP_LIVENESS)",
+        help="kopf liveness endpoint URL, empty to disable "
+        "(env TERRASNAP_LIVENESS, default http://0.0.0.0:8081/healthz)",
     )
     p.add_argument(
         "--selector",
         "-l",
-        default=os.environ.get("TERRASNAP_SELECTOR") or None,
         help="serve only DatasetSnapshots/SnapshotStores matching this label selector, e.g. 'team=geo' or "
         "'!example.com/skip' (env TERRASNAP_SELECTOR)",
     )
-    p.add_argument("--peering", default=os.environ.get("TERRASNAP_PEERING") or None,
-                   help="kopf peering object name for several replicas (default: standalone)")  # fmt: skip
-    p.add_argument("--priority", type=int, default=int(os.environ.get("TERRASNAP_PRIORITY", "0")))
+    p.add_argument(
+        "--peering",
+        help="kopf peering object name for several replicas (env TERRASNAP_PEERING; default: standalone)",
+    )
+    p.add_argument("--priority", help="kopf peering priority (env TERRASNAP_PRIORITY, default 0)")
     p.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p.add_argument("--quiet", "-q", action="store_true", help="warnings and errors only")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from terrasnap.api.config import ConfigError, load
+
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    flags = {
+        "--metrics-port": args.metrics_port,
+        "--metrics-address": args.metrics_address,
+        "--liveness": args.liveness,
+        "--selector": args.selector,
+        "--peering": args.peering,
+        "--priority": args.priority,
+    }
+    try:
+        config = load(os.environ, flags, watch_namespaces=tuple(args.namespace))
+    except ConfigError as exc:
+        print(f"terrasnap operator: {exc}", file=sys.stderr)
+        return 2
+
     import kopf
 
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
@@ -66,26 +78,24 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
 
     _trim_memory_periodically()
-    if os.environ.get("TERRASNAP_TRACEMALLOC"):
+    if config.trace_memory:
         _trace_memory()
 
-    if args.metrics_port:
+    if config.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr=args.metrics_address)
+        start_http_server(config.metrics_port, addr=config.metrics_address)
 
     from terrasnap.controller import handlers  # registers the handlers
 
-    handlers.WATCH_CLUSTERWIDE = not args.namespace
-    handlers.SELECTOR = args.selector
-
+    handlers.use_config(config)
     kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        liveness_endpoint=args.liveness or None,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=args.priority,
+        clusterwide=config.clusterwide,
+        namespaces=list(config.watch_namespaces),
+        liveness_endpoint=config.liveness,
+        standalone=config.peering is None,
+        peering_name=config.peering,
+        priority=config.priority,
     )
     return 0
 

@@ -75,14 +75,9 @@ def roots_from_snapshots(
 
 
 def _kube() -> Any:
-    from kubernetes import client, config
+    from terrasnap.kube import official_client  # the operator's connection rules ($KUBECONFIG read now)
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        # The client reads $KUBECONFIG once, when it is first imported; read it now instead.
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
-    return client
+    return official_client()
 
 
 def last_gc_status(report: GCReport | None, started: datetime, error: str | None, roots: int) -> dict[str, Any]:
