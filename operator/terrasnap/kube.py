@@ -138,10 +138,11 @@ def event_manifest(
     component: str,
     now: datetime | None = None,
     name_prefix: str | None = None,
+    namespace: str | None = None,
 ) -> Obj:
-    """A core/v1 Event about `obj` (in its namespace, or `default` for cluster-scoped objects)."""
+    """A core/v1 Event about `obj`: in `namespace`, else the object's, else `default` (cluster-scoped)."""
     meta = obj.get("metadata") or {}
-    namespace = meta.get("namespace") or DEFAULT_EVENT_NAMESPACE
+    namespace = namespace or meta.get("namespace") or DEFAULT_EVENT_NAMESPACE
     stamp = (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     involved = {
         "apiVersion": obj.get("apiVersion"),

@@ -26,7 +26,7 @@ def remember_store(ctx: Context, obj: Mapping[str, Any], deleted: bool = False) 
 
 
 def reconcile_store(ctx: Context, obj: dict[str, Any], now: str) -> None:
-    """Ensure the store's GC CronJob (and its credentials copy). Raises Retry while credentials are missing."""
+    """Ensure the store's GC CronJob and its credentials copy; Retry while credentials are missing."""
     name = obj["metadata"]["name"]
     generation = int(obj["metadata"].get("generation") or 1)
     path = k.store_path(name)
