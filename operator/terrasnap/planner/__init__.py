@@ -5,4 +5,5 @@ writes. No I/O: every function takes plain dicts/dataclasses and returns new one
 - `job`: DatasetSnapshot spec → snapshot Job (and the credentials Secret copy it needs).
 - `cronjob`: SnapshotStore → GC CronJob.
 - `status`: (status, Job, termination message) → new status and the Events to announce.
+- `store_status`: (status, reconcile outcome) → new SnapshotStore status and the Events to announce.
 """
