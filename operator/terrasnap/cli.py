@@ -11,18 +11,19 @@ from typing import Any
 import click
 
 from terrasnap import __version__
+from terrasnap.api import contract
+from terrasnap.api.contract import RESULT_LIMIT
 from terrasnap.engine.errors import TerrasnapError, UsageError
-
-RESULT_LIMIT = 4096  # a pod's termination message is cut at 4096 bytes
 
 
 def compact_result(doc: dict[str, Any]) -> str:
-    """The result as JSON of at most 4 KB: long messages are shortened, never the identifiers."""
+    """The result as JSON of at most RESULT_LIMIT bytes: long messages are shortened, never the identifiers."""
     text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
     if len(text.encode()) <= RESULT_LIMIT:
         return text
     doc = json.loads(text)
-    doc.pop("stats", None)
+    for key in contract.DROPPABLE_KEYS:
+        doc.pop(key, None)
     err = doc.get("error")
     if isinstance(err, dict):
         msg = str(err.get("message", ""))
@@ -73,8 +74,8 @@ def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
     except Exception as exc:  # the contract promises a result document even for bugs
         msg = f"{type(exc).__name__}: {exc}"
         click.echo(f"terrasnap: internal error: {msg}", err=True)
-        _write_result(result_file, {"ok": False, "error": {"reason": "InternalError", "message": msg}})
-        sys.exit(3)
+        _write_result(result_file, {"ok": False, "error": {"reason": contract.INTERNAL_ERROR, "message": msg}})
+        sys.exit(contract.exit_code(contract.INTERNAL_ERROR))
     _write_result(result_file, result)
     click.echo(json.dumps(result, indent=1, sort_keys=True))
 

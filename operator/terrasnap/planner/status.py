@@ -15,6 +15,7 @@ from typing import Any
 
 from terrasnap.api import conditions as cond
 from terrasnap.api.conditions import Reason
+from terrasnap.api.contract import SUMMARY_KEYS
 from terrasnap.api.constants import (
     FAILED,
     HISTORY_LIMIT,
@@ -25,7 +26,6 @@ from terrasnap.api.constants import (
 )
 
 Status = dict[str, Any]
-SUMMARY_KEYS = ("files", "features", "rasters", "bytes", "repaired", "rejected", "warnings")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 
