@@ -58,7 +58,9 @@ RESULT_LIMIT = 4096  # a pod's termination message is cut at 4096 bytes
 RESULT_URI_KEYS = ("manifest", "metadata", "lock", "stac")  # URIs of the published snapshot's files
 RESULT_KEYS = ("ok", "snapshotID", *RESULT_URI_KEYS, "source", "summary", "stats", "error")
 ERROR_KEYS = ("reason", "message")
-DROPPABLE_KEYS = ("stats",)  # left out first when a result would exceed RESULT_LIMIT
+# Left out when a result would exceed RESULT_LIMIT (the snapshot's costs; the GC's lists, which its report in
+# the store keeps in full).
+DROPPABLE_KEYS = ("stats", "roots", "errors", "inflightSnapshots")
 
 
 @dataclass

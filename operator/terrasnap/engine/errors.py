@@ -47,3 +47,15 @@ class DVCError(TerrasnapError):
 
 class VerifyFailed(TerrasnapError):
     reason = contract.VERIFY_FAILED
+
+
+class GCFailedClosed(TerrasnapError):
+    """GC could not establish what is used; it deleted nothing (after this point) and says why."""
+
+    reason = contract.GC_FAILED_CLOSED
+
+
+class GCIncomplete(TerrasnapError):
+    """GC finished, but some deletes failed; the report lists them and the next run retries."""
+
+    reason = contract.GC_INCOMPLETE
