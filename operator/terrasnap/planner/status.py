@@ -15,7 +15,6 @@ from typing import Any
 
 from terrasnap.api import conditions as cond
 from terrasnap.api.conditions import Reason
-from terrasnap.api.contract import SUMMARY_KEYS
 from terrasnap.api.constants import (
     FAILED,
     HISTORY_LIMIT,
@@ -24,6 +23,7 @@ from terrasnap.api.constants import (
     RUNNING,
     SUCCEEDED,
 )
+from terrasnap.api.contract import SUMMARY_KEYS
 
 Status = dict[str, Any]
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
