@@ -30,7 +30,8 @@ def compact_result(doc: dict[str, Any]) -> str:
         while len(json.dumps(doc, separators=(",", ":")).encode()) > RESULT_LIMIT and msg:
             msg = msg[: max(0, len(msg) - 256)]
             err["message"] = msg + "…"
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True)[:RESULT_LIMIT]
+    text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    return text.encode()[:RESULT_LIMIT].decode(errors="ignore")  # the limit is in bytes
 
 
 def _write_result(path: str | None, doc: dict[str, Any]) -> None:
