@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from terrasnap.api.durations import parse_duration
-from terrasnap.api.models import SpecError, StoreSpec
 from terrasnap.engine.errors import GCFailedClosed, StoreUnreachable, TerrasnapError, UsageError
 from terrasnap.engine.gc.report import GCReport
 from terrasnap.engine.gc.run import run_gc
@@ -115,8 +113,10 @@ def last_gc_status(report: GCReport | None, started: datetime, error: str | None
 def run_cluster_gc(
     store_name: str, *, dry_run: bool, grace: timedelta | None, endpoint: str | None = None
 ) -> dict[str, Any]:
-    """Discover roots, run GC, record status.lastGC and an Event. Returns the report summary.
-    `grace` None means the store's spec.gc.gracePeriod."""
+    """Discover roots, run GC, record status.lastGC and an Event. Returns the report summary."""
+    from terrasnap.api.durations import parse_duration as crd_duration
+    from terrasnap.api.models import SpecError, StoreSpec
+
     started = datetime.now(UTC)
     client = _kube()
     custom = client.CustomObjectsApi()
@@ -128,10 +128,10 @@ def run_cluster_gc(
         raise StoreUnreachable(f"reading SnapshotStore {store_name!r}: {exc.status} {exc.reason}") from exc
     try:
         spec = StoreSpec.from_dict(store_obj.get("spec"))
-        keep_within = parse_duration(spec.gc.keep.within)
-        grace_td = grace if grace is not None else parse_duration(spec.gc.grace_period)
+        keep_within = crd_duration(spec.gc.keep.within)
     except (SpecError, ValueError) as exc:
         raise UsageError(f"SnapshotStore {store_name!r}: {exc}") from exc
+    grace_td = grace if grace is not None else crd_duration(spec.gc.grace_period)  # None: the store's
     dry = dry_run or spec.gc.dry_run
 
     report: GCReport | None = None
