@@ -11,25 +11,27 @@ from typing import Any
 import click
 
 from terrasnap import __version__
+from terrasnap.api import contract
+from terrasnap.api.contract import RESULT_LIMIT
 from terrasnap.engine.errors import TerrasnapError, UsageError
-
-RESULT_LIMIT = 4096  # a pod's termination message is cut at 4096 bytes
 
 
 def compact_result(doc: dict[str, Any]) -> str:
-    """The result as JSON of at most 4 KB: long messages are shortened, never the identifiers."""
+    """The result as JSON of at most RESULT_LIMIT bytes: long messages are shortened, never the identifiers."""
     text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
     if len(text.encode()) <= RESULT_LIMIT:
         return text
     doc = json.loads(text)
-    doc.pop("stats", None)
+    for key in contract.DROPPABLE_KEYS:
+        doc.pop(key, None)
     err = doc.get("error")
     if isinstance(err, dict):
         msg = str(err.get("message", ""))
         while len(json.dumps(doc, separators=(",", ":")).encode()) > RESULT_LIMIT and msg:
             msg = msg[: max(0, len(msg) - 256)]
             err["message"] = msg + "…"
-    return json.dumps(doc, separators=(",", ":"), sort_keys=True)[:RESULT_LIMIT]
+    text = json.dumps(doc, separators=(",", ":"), sort_keys=True)
+    return text.encode()[:RESULT_LIMIT].decode(errors="ignore")  # the limit is in bytes
 
 
 def _write_result(path: str | None, doc: dict[str, Any]) -> None:
@@ -73,10 +75,12 @@ def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
     except Exception as exc:  # the contract promises a result document even for bugs
         msg = f"{type(exc).__name__}: {exc}"
         click.echo(f"terrasnap: internal error: {msg}", err=True)
-        _write_result(result_file, {"ok": False, "error": {"reason": "InternalError", "message": msg}})
-        sys.exit(3)
+        _write_result(result_file, {"ok": False, "error": {"reason": contract.INTERNAL_ERROR, "message": msg}})
+        sys.exit(contract.exit_code(contract.INTERNAL_ERROR))
     _write_result(result_file, result)
     click.echo(json.dumps(result, indent=1, sort_keys=True))
+    if result.get("ok") is False:  # finished, but not fully (a GC whose deletes partly failed)
+        sys.exit(contract.exit_code(str((result.get("error") or {}).get("reason", contract.INTERNAL_ERROR))))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -148,12 +152,47 @@ def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None)
 @click.option("--endpoint", default=None)
 @click.option("--root", "roots", multiple=True, help="manifest URI of a snapshot to keep (local mode)")
 @click.option("--dry-run", is_flag=True, help="decide and report, delete nothing")
-@click.option("--grace", default="24h", show_default=True, help="never delete objects younger than this")
-def gc(store: str, endpoint: str | None, roots: tuple[str, ...], dry_run: bool, grace: str) -> None:
+@click.option("--grace", default=None,
+              help="never delete objects younger than this (e.g. 24h, 90d) [default: 24h, or the "
+                   "SnapshotStore's spec.gc.gracePeriod]")
+@click.option("--result-file", default=None, help="write the JSON summary here (≤ 4 KB)")
+def gc(store: str, endpoint: str | None, roots: tuple[str, ...], dry_run: bool, grace: str | None,
+       result_file: str | None) -> None:
     """Delete store objects no live snapshot needs — and never one that any does."""
-    from terrasnap.engine.gc import gc_command
+    _run(result_file, lambda: gc_summary(store, endpoint, list(roots), dry_run, grace))
 
-    sys.exit(gc_command(store, endpoint, list(roots), dry_run, grace))
+
+def gc_summary(store: str, endpoint: str | None, roots: list[str], dry_run: bool, grace: str | None
+               ) -> dict[str, Any]:
+    """`terrasnap gc`: local mode (a store URL and explicit roots) or cluster mode (a SnapshotStore name).
+    Returns the run's summary; a run whose deletes partly failed says so in `error` (exit 3)."""
+    from terrasnap.api.durations import parse_duration
+
+    try:
+        grace_td = parse_duration(grace) if grace is not None else None
+    except ValueError as exc:
+        raise UsageError(f"--grace: {exc}") from None
+    if "://" not in store:
+        from terrasnap.engine.gc.cluster import run_cluster_gc
+
+        summary = run_cluster_gc(store, dry_run=dry_run, grace=grace_td, endpoint=endpoint)
+    else:
+        from terrasnap.engine.gc.run import DEFAULT_GRACE, run_gc
+        from terrasnap.engine.store import Store
+
+        if not roots:
+            raise UsageError(
+                "terrasnap gc --store URL needs at least one --root MANIFEST_URI "
+                "(an empty root set would make every old object garbage)"
+            )
+        st = Store.from_url(store, endpoint)
+        st.check_reachable()
+        summary = run_gc(st, roots, grace=DEFAULT_GRACE if grace_td is None else grace_td, dry_run=dry_run).summary()
+    if not summary.get("ok", True):
+        errors = [str(e) for e in summary.get("errors") or []]
+        summary["error"] = {"reason": contract.GC_INCOMPLETE,
+                            "message": "; ".join(errors[:5]) or "some deletes failed"}
+    return summary
 
 
 @main.group(hidden=True)

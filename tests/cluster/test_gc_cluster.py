@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from terrasnap.engine.gc import gc_command
 from terrasnap.engine.store import Store
 from tests.controlplane.testing import Cluster
-from tests.engine.gcsim import objects_in, publish, put, put_dir
+from tests.engine.gcsim import gc_cli, objects_in, publish, put, put_dir
 from tests.support import fakegcs
 
 pytestmark = [pytest.mark.cluster, pytest.mark.gcs]
@@ -78,18 +77,17 @@ def _events(cluster: Cluster, name: str) -> list[dict[str, Any]]:
 
 def test_cluster_gc_collects_what_retention_dropped(
     cluster: Cluster, crds: None, namespace: str, gcs: fakegcs.FakeGCS, gcs_bucket: str,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     w = _world(cluster, namespace, gcs, gcs_bucket, within="7d")
     # a dry run first: same report, nothing deleted
-    assert gc_command(w["name"], None, [], True, "0s") == 0
+    code, summary, _ = gc_cli("--store", w["name"], "--dry-run", "--grace", "0s")
+    assert code == 0 and summary is not None
     assert {w["old"], w["gone"]} <= objects_in(w["store"])
     assert _last_gc(cluster, w["name"])["dryRun"] is True
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["deleted"] == 2 and summary["rootsComplete"] is True
 
     # --grace 0s: the objects here are seconds old (fake-gcs-server cannot backdate them)
-    assert gc_command(w["name"], None, [], False, "0s") == 0
+    assert gc_cli("--store", w["name"], "--grace", "0s")[0] == 0
     # kept: the current snapshot (and its .dir entries); gone: the history entry beyond keep.last and
     # older than keep.within, and the snapshot no DatasetSnapshot names; their manifest folders too
     assert objects_in(w["store"]) == {w["shared"], w["cur"], w["cur_dir"]}
@@ -108,7 +106,7 @@ def test_cluster_gc_keeps_history_within_the_window(
     cluster: Cluster, crds: None, namespace: str, gcs: fakegcs.FakeGCS, gcs_bucket: str,
 ) -> None:
     w = _world(cluster, namespace, gcs, gcs_bucket, within="30d")
-    assert gc_command(w["name"], None, [], False, "0s") == 0
+    assert gc_cli("--store", w["name"], "--grace", "0s")[0] == 0
     assert w["old"] in objects_in(w["store"]) and w["gone"] not in objects_in(w["store"])
     assert _last_gc(cluster, w["name"])["roots"] == 2
 
@@ -120,7 +118,7 @@ def test_cluster_gc_fails_closed_on_an_unknown_root(
     missing = w["store"].uri("terrasnap/manifests/x/y/" + "0" * 64 + "/manifest.parquet")
     _snapshot(cluster, namespace, "broken", w["name"], {"phase": "Succeeded", "manifest": {"uri": missing}})
     before = objects_in(w["store"])
-    assert gc_command(w["name"], None, [], False, "0s") == 3
+    assert gc_cli("--store", w["name"], "--grace", "0s")[0] == 3
     assert objects_in(w["store"]) == before
     last = _last_gc(cluster, w["name"])
     assert last["result"] == "Failed" and "unknown root" in last["message"]
@@ -128,4 +126,4 @@ def test_cluster_gc_fails_closed_on_an_unknown_root(
 
 
 def test_cluster_gc_unknown_store(cluster: Cluster, crds: None) -> None:
-    assert gc_command(f"no-such-{uuid.uuid4().hex[:6]}", None, [], False, "0s") == 2
+    assert gc_cli("--store", f"no-such-{uuid.uuid4().hex[:6]}", "--grace", "0s")[0] == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from terrasnap.engine.store import Store
 
@@ -49,3 +50,14 @@ def later(hours: float) -> datetime:
 
 def objects_in(store: Store) -> set[str]:
     return {o.md5 for o in store.list_objects()}
+
+
+def gc_cli(*args: str) -> tuple[int, dict[str, Any] | None, str]:
+    """Run `terrasnap gc ARGS` through the real command (cli.main): (exit code, stdout JSON or None, stderr)."""
+    from click.testing import CliRunner
+
+    from terrasnap.cli import main
+
+    result = CliRunner().invoke(main, ["gc", *args], catch_exceptions=False)
+    out = result.stdout.strip()
+    return result.exit_code, json.loads(out) if out else None, result.stderr

@@ -7,16 +7,19 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from terrasnap.engine import gc, refs
-from terrasnap.engine.errors import StoreUnreachable
-from terrasnap.engine.gc import GCFailedClosed, plan_deletions, run_gc
+from terrasnap.engine import refs
+from terrasnap.engine.errors import GCFailedClosed, StoreUnreachable
+from terrasnap.engine.gc.decision import plan_deletions
+from terrasnap.engine.gc.report import GCReport
+from terrasnap.engine.gc.run import GCRun, run_gc
 from terrasnap.engine.store import ObjectInfo, Store
 from tests.engine import gcsim
-from tests.engine.gcsim import later, objects_in, publish, put, put_dir
+from tests.engine.gcsim import gc_cli, later, objects_in, publish, put, put_dir
 
 H = 3600.0
 GRACE = timedelta(hours=24)
@@ -55,13 +58,11 @@ def test_registration_counts_until_expiry_plus_skew() -> None:
     assert plan_deletions(listing, set(), [reg], 1301.0, 1.0, skew=300)[0].action == "delete"
 
 
-def test_parse_duration() -> None:
-    assert gc.parse_duration("24h") == timedelta(hours=24)
-    assert gc.parse_duration("1h30m") == timedelta(minutes=90)
-    assert gc.parse_duration("90d") == timedelta(days=90)
-    assert gc.parse_duration(None) == gc.DEFAULT_GRACE
-    with pytest.raises(Exception, match="bad duration"):
-        gc.parse_duration("24")
+@pytest.mark.parametrize("grace", ["24", "1h30m", "1.5h", "-1h", "24 h", "h"])
+def test_the_grace_takes_only_what_the_crd_accepts(grace: str) -> None:
+    # one duration parser (api/durations.py) for the CRD's gracePeriod and the command's --grace
+    code, out, err = gc_cli("--store", "file:///nowhere", "--root", "file:///nowhere/x", "--grace", grace)
+    assert code == 2 and out is None and "--grace" in err and "invalid duration" in err
 
 
 # -- a small world in a real store ---------------------------------------------------------------------
@@ -89,7 +90,7 @@ def _world(store: Store) -> dict[str, Any]:
             "A": root_a, "B": root_b}
 
 
-def _report(store: Store, report: gc.GCReport) -> dict[str, Any]:
+def _report(store: Store, report: GCReport) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(store.read_bytes(store.rel_from_uri(report.uri)))
     return doc
 
@@ -241,7 +242,6 @@ def test_failed_deletes_are_reported_and_retried(store: Store) -> None:
     report = run_gc(flaky, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
     assert not report.ok and any("503 injected" in e for e in report.errors)
     assert w["garbage"] in objects_in(store) and w["b1"] not in objects_in(store)
-    assert gc.gc_command.__name__  # the CLI maps ok=False to exit 3 (tested below)
     again = run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
     assert again.ok and again.deleted == [w["garbage"]]
 
@@ -249,7 +249,7 @@ def test_failed_deletes_are_reported_and_retried(store: Store) -> None:
 def test_gc_killed_between_listing_and_deleting_then_rerun(store: Store) -> None:
     w = _world(store)
     t = later(48).timestamp()
-    killed = gc.GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
+    killed = GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
     for step in killed.steps():
         if step == "plan":
             break  # killed: no deletes, no finish, marker left behind
@@ -261,17 +261,44 @@ def test_gc_killed_between_listing_and_deleting_then_rerun(store: Store) -> None
     assert not list(store.list_prefix(refs.MARKER_PREFIX))
 
 
-def test_gc_command_local_mode(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_gc_command_in_local_mode(store: Store, tmp_path: Path) -> None:
     w = _world(store)
-    assert gc.gc_command(store.url, store.endpoint, [], False, "24h") == 2
-    assert gc.gc_command(store.url, store.endpoint, [w["A"], w["B"]], True, "0s") == 0
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    code, out, err = gc_cli("--store", store.url, *_endpoint(store), "--grace", "24h")
+    assert code == 2 and out is None and "at least one --root" in err
+    result = tmp_path / "result.json"
+    code, out, _ = gc_cli("--store", store.url, *_endpoint(store), "--root", w["A"], "--root", w["B"], "--dry-run",
+                          "--grace", "0s", "--result-file", str(result))
+    assert code == 0 and out is not None
     assert out["dryRun"] is True and out["deleted"] == 1 and out["report"].startswith(store.url)
-    assert gc.gc_command(store.url, store.endpoint, [store.uri("terrasnap/manifests/x/y/z/manifest.parquet")],
-                         False, "0s") == 3
-    assert gc.gc_command(store.url, store.endpoint, [w["A"]], False, "0s") == 0
+    assert json.loads(result.read_text()) == out
+    code, out, err = gc_cli("--store", store.url, *_endpoint(store), "--root",
+                            store.uri("terrasnap/manifests/x/y/z/manifest.parquet"), "--grace", "0s",
+                            "--result-file", str(result))
+    assert code == 3 and out is None and "GCFailedClosed" in err
+    assert json.loads(result.read_text())["error"]["reason"] == "GCFailedClosed"
+    code, out, _ = gc_cli("--store", store.url, *_endpoint(store), "--root", w["A"], "--grace", "0s")
+    assert code == 0
     assert w["b1"] not in objects_in(store) and w["shared"] in objects_in(store)
     assert gcsim.dir_object({})[0].endswith(".dir")
+
+
+def test_the_gc_command_exits_3_when_some_deletes_failed(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w = _world(store)
+    flaky = SomeDeletesFail(store.url, store.endpoint)
+    flaky.bad = (w["garbage"][:2],)
+    monkeypatch.setattr(Store, "from_url", classmethod(lambda cls, url, endpoint=None: flaky))
+    result = tmp_path / "result.json"
+    code, out, _ = gc_cli("--store", store.url, "--root", w["A"], "--grace", "0s", "--result-file", str(result))
+    assert code == 3 and out is not None and out["ok"] is False
+    assert out["error"]["reason"] == "GCIncomplete" and "503 injected" in out["error"]["message"]
+    assert json.loads(result.read_text())["error"]["reason"] == "GCIncomplete"
+    assert w["garbage"] in objects_in(store) and w["b1"] not in objects_in(store)
+
+
+def _endpoint(store: Store) -> list[str]:
+    return ["--endpoint", store.endpoint] if store.endpoint else []
 
 
 def test_store_delete_batch(store: Store) -> None:
@@ -284,7 +311,7 @@ def test_store_delete_batch(store: Store) -> None:
 def test_a_run_longer_than_half_the_post_publish_lease_stops(store: Store) -> None:
     w = _world(store)
     clock = {"t": later(48).timestamp()}
-    run = gc.GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: clock["t"])
+    run = GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: clock["t"])
     for step in run.steps():
         if step == "plan":
             break
@@ -299,7 +326,7 @@ def test_a_run_longer_than_half_the_post_publish_lease_stops(store: Store) -> No
 def test_recheck_expands_dir_objects_of_new_registrations(store: Store) -> None:
     w = _world(store)
     t = later(48).timestamp()
-    run = gc.GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
+    run = GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
     for step in run.steps():
         if step == "plan":
             break

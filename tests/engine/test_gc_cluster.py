@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from terrasnap.engine.gc import GCReport
-from terrasnap.engine.gc_cluster import last_gc_status, roots_from_snapshots
+from terrasnap.engine.gc.cluster import last_gc_status, roots_from_snapshots
+from terrasnap.engine.gc.report import GCReport
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 

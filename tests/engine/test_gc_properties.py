@@ -42,8 +42,9 @@ from hypothesis.stateful import (
 )
 
 from terrasnap.engine import refs
-from terrasnap.engine.errors import VerifyFailed
-from terrasnap.engine.gc import GCFailedClosed, GCRun, parse_metadata_objects
+from terrasnap.engine.errors import GCFailedClosed, VerifyFailed
+from terrasnap.engine.gc.decision import parse_metadata_objects
+from terrasnap.engine.gc.run import GCRun
 from terrasnap.engine.store import Store, _mtime
 from tests.engine.gcsim import dir_object, folder_for
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from terrasnap.engine import gc, refs
+from terrasnap.engine import refs
 from terrasnap.engine.errors import VerifyFailed
+from terrasnap.engine.gc.run import GCRun
 from terrasnap.engine.store import Store
 from tests.engine.gcsim import objects_in, put
 
@@ -143,7 +144,7 @@ def test_gc_batch_bumps_its_marker_before_reading_registrations(store: Store) ->
     bump is seen by that batch; confirm() waits for exactly one bump."""
     keep = put(store, b"about to be reused")
     t = time.time() + 48 * 3600
-    run = gc.GCRun(store, [], grace=timedelta(hours=24), dry_run=False, clock=lambda: t)
+    run = GCRun(store, [], grace=timedelta(hours=24), dry_run=False, clock=lambda: t)
     for step in run.steps():
         if step == "plan":
             break

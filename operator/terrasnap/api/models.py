@@ -8,10 +8,11 @@ and raises `SpecError` with a message fit for a condition.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from terrasnap.api import contract
 from terrasnap.api.durations import parse_duration
 
 _EPSG = re.compile(r"^EPSG:[0-9]+$")
@@ -44,6 +45,15 @@ def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = data.get(key) or {}
     if not isinstance(value, Mapping):
         raise SpecError(f"{key} must be an object")
+    return value
+
+
+def _checked(check: Callable[[str], str], value: str, where: str) -> str:
+    """Apply one of api/contract.py's URL/path rules; its message, prefixed with where, as a SpecError."""
+    try:
+        check(value)
+    except ValueError as exc:
+        raise SpecError(f"{where} {exc}") from None
     return value
 
 
@@ -113,15 +123,12 @@ class Source:
             raise SpecError("exactly one of source.git, source.bucket or source.volume must be set")
         if "git" in present:
             git = _mapping(data, "git")
-            url = _required(git, "url", "source.git")
-            if not url.startswith(("https://", "http://", "file://")):
-                raise SpecError("source.git.url must start with https://, http:// or file://")
+            url = _checked(contract.check_git_url, _required(git, "url", "source.git"), "source.git.url")
             revision = _required(git, "revision", "source.git")
             if re.search(r"\s", revision):
                 raise SpecError("source.git.revision must not contain whitespace")
             path = _str(git, "path", "") or ""
-            if ".." in path:
-                raise SpecError("source.git.path must not contain '..'")
+            _checked(contract.check_subpath, path, "source.git.path")
             creds = git.get("credentialsSecret")
             ref = None
             if creds:
@@ -132,13 +139,11 @@ class Source:
             return cls(git=GitSource(url=url, revision=revision, path=path, credentials=ref))
         if "bucket" in present:
             url = _required(_mapping(data, "bucket"), "url", "source.bucket")
-            if not url.startswith("gs://"):
-                raise SpecError("source.bucket.url must start with gs:// (s3:// is not supported yet)")
+            _checked(contract.check_bucket_url, url, "source.bucket.url")
             return cls(bucket=BucketSource(url=url))
         volume = _mapping(data, "volume")
         path = _str(volume, "path", "/") or "/"
-        if ".." in path:
-            raise SpecError("source.volume.path must not contain '..'")
+        _checked(contract.check_subpath, path, "source.volume.path")
         return cls(volume=VolumeSource(claim_name=_required(volume, "claimName", "source.volume"), path=path))
 
 
@@ -212,7 +217,7 @@ class SnapshotSpec:
         )
 
 
-STORE_SCHEMES = ("gs://", "file:///")  # the engine's stores (engine/store.py)
+STORE_SCHEMES = contract.STORE_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -262,9 +267,7 @@ class StoreSpec:
     def from_dict(cls, spec: Mapping[str, Any] | None) -> StoreSpec:
         if not isinstance(spec, Mapping):
             raise SpecError("spec is required")
-        url = _required(spec, "url", "spec")
-        if not url.startswith(STORE_SCHEMES):
-            raise SpecError("url must start with gs:// or file:/// (s3:// is not supported yet)")
+        url = _checked(contract.check_store_url, _required(spec, "url", "spec"), "url")
         endpoint = _str(spec, "endpoint") or None
         if endpoint is not None and not re.match(r"^https?://.+", endpoint):
             raise SpecError("endpoint must be an http:// or https:// URL")

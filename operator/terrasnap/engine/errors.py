@@ -1,11 +1,20 @@
-"""Engine errors: each carries the reason code and exit code of the command contract (docs/contracts.md)."""
+"""Engine errors: each carries a reason of the command contract (api/contract.py); its exit code comes from
+there too, so a reason the contract does not know cannot be raised."""
 
 from __future__ import annotations
 
+from terrasnap.api import contract
+
 
 class TerrasnapError(Exception):
-    reason = "InternalError"
-    exit_code = 3
+    reason = contract.INTERNAL_ERROR
+    exit_code = contract.exit_code(contract.INTERNAL_ERROR)
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.reason not in contract.REASONS:
+            raise TypeError(f"{cls.__name__}.reason {cls.reason!r} is not a reason of api/contract.py")
+        cls.exit_code = contract.REASONS[cls.reason]
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -13,30 +22,40 @@ class TerrasnapError(Exception):
 
 
 class UsageError(TerrasnapError):
-    reason = "UsageError"
-    exit_code = 2
+    reason = contract.USAGE_ERROR
 
 
 class ValidationFailed(TerrasnapError):
-    reason = "ValidationFailed"
-    exit_code = 1
+    reason = contract.VALIDATION_FAILED
 
 
 class StoreUnreachable(TerrasnapError):
-    reason = "StoreUnreachable"
+    reason = contract.STORE_UNREACHABLE
 
 
 class SourceUnavailable(TerrasnapError):
-    reason = "SourceUnavailable"
+    reason = contract.SOURCE_UNAVAILABLE
 
 
 class GitError(TerrasnapError):
-    reason = "GitError"
+    reason = contract.GIT_ERROR
 
 
 class DVCError(TerrasnapError):
-    reason = "DVCError"
+    reason = contract.DVC_ERROR
 
 
 class VerifyFailed(TerrasnapError):
-    reason = "VerifyFailed"
+    reason = contract.VERIFY_FAILED
+
+
+class GCFailedClosed(TerrasnapError):
+    """GC could not establish what is used; it deleted nothing (after this point) and says why."""
+
+    reason = contract.GC_FAILED_CLOSED
+
+
+class GCIncomplete(TerrasnapError):
+    """GC finished, but some deletes failed; the report lists them and the next run retries."""
+
+    reason = contract.GC_INCOMPLETE

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from terrasnap import __version__
+from terrasnap.api.contract import Summary
 from terrasnap.engine import dvc, refs
 from terrasnap.engine.errors import DVCError, ValidationFailed, VerifyFailed
 from terrasnap.engine.hashing import HashCache, hash_many
@@ -54,20 +55,6 @@ class SnapshotRequest:
     namespace: str = "default"
     policy: Policy = field(default_factory=Policy)
     workdir: Path | None = None
-
-
-@dataclass
-class Summary:
-    files: int = 0
-    features: int = 0
-    rasters: int = 0
-    bytes: int = 0
-    repaired: int = 0
-    rejected: int = 0
-    warnings: int = 0
-
-    def to_dict(self) -> dict[str, int]:
-        return dict(self.__dict__)
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+from terrasnap.api import contract
 from terrasnap.engine.errors import GitError, SourceUnavailable, UsageError
 
 
@@ -47,15 +48,21 @@ def parse_source(text: str) -> SourceSpec:
         at = rest.rfind("@")
         if at > rest.rfind("/"):
             url, rev = rest[:at], rest[at + 1 :] or None
-        if urlparse(url).scheme not in ("file", "https", "http", "ssh"):
-            raise UsageError(f"source {text!r}: git URL must be file://, https:// or ssh://")
-        if ".." in Path(sub).parts or sub.startswith("/"):
-            raise UsageError(f"source {text!r}: subdirectory must be a relative path inside the repository")
-        return SourceSpec("git", text, url, rev, sub.strip("/"))
+        try:
+            contract.check_git_url(url)
+        except ValueError as exc:
+            raise UsageError(f"source {text!r}: git URL {exc}") from None
+        try:
+            sub = contract.check_subpath(sub)
+        except ValueError as exc:
+            raise UsageError(f"source {text!r}: subdirectory {exc}") from None
+        return SourceSpec("git", text, url, rev, sub)
     scheme = urlparse(text).scheme
-    if scheme in ("gs", "s3"):
-        if scheme != "gs":
-            raise UsageError(f"source {text!r}: only gs:// bucket sources are supported so far")
+    if scheme in (*contract.BUCKET_SCHEMES, "s3"):
+        try:
+            contract.check_bucket_url(text)
+        except ValueError as exc:
+            raise UsageError(f"source {text!r}: a bucket source {exc}") from None
         return SourceSpec("bucket", text, text)
     if scheme and scheme != "file":
         raise UsageError(f"source {text!r}: expected a directory, gs://bucket/prefix/ or git+URL@REV")

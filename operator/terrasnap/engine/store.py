@@ -16,12 +16,13 @@ from urllib.parse import urlparse
 
 import fsspec
 
+from terrasnap.api import contract
 from terrasnap.engine.errors import StoreUnreachable, UsageError
 
 MANIFEST_PREFIX = "terrasnap/manifests"
 INFLIGHT_PREFIX = "terrasnap/inflight"
 GC_PREFIX = "terrasnap/gc"
-SUPPORTED_SCHEMES = ("file", "gs")
+SUPPORTED_SCHEMES = contract.STORE_SCHEMES
 
 
 def endpoint_from_env() -> str | None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from terrasnap.api import contract
 from terrasnap.api.config import OperatorConfig
 from terrasnap.api.constants import (
     ANNOTATION_RETRY,
@@ -31,9 +32,6 @@ from terrasnap.planner.common import (
 
 CONTAINER = "snapshot"
 RESULT_FILE = "/dev/termination-log"
-EXIT_REJECTED = 1
-EXIT_USAGE = 2
-EXIT_INFRASTRUCTURE = 3
 
 
 @dataclass(frozen=True)
@@ -74,7 +72,7 @@ def pod_failure_policy() -> Manifest:
                 "onExitCodes": {
                     "containerName": CONTAINER,
                     "operator": "In",
-                    "values": [EXIT_REJECTED, EXIT_USAGE],
+                    "values": list(contract.EXIT_FINAL),
                 },
             },
             {
@@ -82,7 +80,7 @@ def pod_failure_policy() -> Manifest:
                 "onExitCodes": {
                     "containerName": CONTAINER,
                     "operator": "In",
-                    "values": [EXIT_INFRASTRUCTURE],
+                    "values": list(contract.EXIT_RETRYABLE),
                 },
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},

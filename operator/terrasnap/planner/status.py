@@ -23,9 +23,9 @@ from terrasnap.api.constants import (
     RUNNING,
     SUCCEEDED,
 )
+from terrasnap.api.contract import SUMMARY_KEYS
 
 Status = dict[str, Any]
-SUMMARY_KEYS = ("files", "features", "rasters", "bytes", "repaired", "rejected", "warnings")
 _USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s@]+@")
 
 

@@ -1,18 +1,9 @@
-"""Garbage collection of a terrasnap store that never deletes an object a root or an in-flight snapshot needs.
+"""One GC run: `GCRun` is a deliberate state machine whose steps the property tests interleave with snapshots.
 
 `run_gc(store, roots, grace=..., dry_run=...)` is the whole thing; `GCRun` exposes its steps (begin, load
 roots, list, plan, one delete batch at a time, finish) so the property tests can interleave a GC with
-snapshots. The protocol shared with engine/refs.py is written down in docs/gc.md.
-
-What is used (kept):
-* every object named in the `objects` of a root's metadata.json, and the entries of every `.dir` object among
-  them (read from the store with dvc-data's Tree: DVC's own notion of a directory's contents);
-* every object named by a live registration (terrasnap/inflight/*.json, not expired);
-* every object named by a published manifest folder younger than the grace (the caller's roots may not know
-  it yet);
-* every object younger than the grace, and every object whose age the store does not report.
-Manifest folders are never deleted unless the caller says its roots are complete (cluster mode): then a
-folder that is not a root, has no file younger than the grace and is named by no live registration goes.
+snapshots. The protocol shared with engine/refs.py is written down in docs/gc.md; what counts as used is
+decided in engine/gc/decision.py.
 """
 
 from __future__ import annotations
@@ -22,199 +13,25 @@ import json
 import posixpath
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from terrasnap.engine import refs
-from terrasnap.engine.errors import StoreUnreachable, TerrasnapError, UsageError
+from terrasnap.engine.errors import GCFailedClosed, StoreUnreachable, UsageError
+from terrasnap.engine.gc.decision import (
+    MANIFEST_FILE,
+    METADATA_FILE,
+    Decision,
+    ManifestFolder,
+    dir_entries,
+    parse_metadata_objects,
+    plan_deletions,
+)
+from terrasnap.engine.gc.report import GCReport, iso
 from terrasnap.engine.store import GC_PREFIX, MANIFEST_PREFIX, ObjectInfo, Store, _mtime
 
 DEFAULT_GRACE = timedelta(hours=24)
 DEFAULT_BATCH = 1000
-MANIFEST_FILE = "manifest.parquet"
-METADATA_FILE = "metadata.json"
-
-
-class GCFailedClosed(TerrasnapError):
-    """GC could not establish what is used; it deleted nothing (after this point) and says why."""
-
-    reason = "GCFailedClosed"
-
-
-# -- pure decision logic ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Decision:
-    obj: ObjectInfo
-    action: str  # "delete" | "keep" | "young" | "inflight"
-
-
-def plan_deletions(
-    listing: Iterable[ObjectInfo],
-    used: set[str] | frozenset[str],
-    registrations: Iterable[refs.RegistrationDoc],
-    now: float,
-    grace: float,
-    skew: float = refs.CLOCK_SKEW,
-) -> list[Decision]:
-    """Decide per listed object. Pure: no I/O, no clock. Unknown age counts as young (keep)."""
-    registered: set[str] = set()
-    for reg in registrations:
-        if reg.live(now, skew):
-            registered.update(reg.objects)
-    out: list[Decision] = []
-    for obj in listing:
-        if obj.md5 in used:
-            action = "keep"
-        elif obj.md5 in registered:
-            action = "inflight"
-        elif obj.mtime is None or now - obj.mtime < grace:
-            action = "young"
-        else:
-            action = "delete"
-        out.append(Decision(obj, action))
-    return out
-
-
-def parse_duration(text: str | timedelta | None, default: timedelta = DEFAULT_GRACE) -> timedelta:
-    """'24h', '90d', '30m', '45s', '1h30m' or a timedelta."""
-    if text is None or text == "":
-        return default
-    if isinstance(text, timedelta):
-        return text
-    units = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
-    total, num = 0.0, ""
-    for ch in text.strip():
-        if ch.isdigit() or ch == ".":
-            num += ch
-        elif ch in units and num:
-            total += float(num) * units[ch]
-            num = ""
-        else:
-            raise UsageError(f"bad duration {text!r}: use e.g. 24h, 90d, 2w, 30m, 1h30m")
-    if num:
-        raise UsageError(f"bad duration {text!r}: a number needs a unit (d, h, m, s)")
-    return timedelta(seconds=total)
-
-
-# -- reading what is used --------------------------------------------------------------------------
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def parse_metadata_objects(rel: str, data: bytes) -> set[str]:
-    try:
-        doc = json.loads(data)
-        objects = doc["objects"]
-        if not isinstance(objects, list) or not all(
-            isinstance(o, str) and refs.OBJECT_RE.match(o) for o in objects
-        ):
-            raise ValueError("'objects' must be a list of <md5> / <md5>.dir")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise GCFailedClosed(f"{rel}: unreadable metadata: {type(exc).__name__}: {exc}") from exc
-    return set(objects)
-
-
-def dir_entries(rel: str, data: bytes) -> set[str]:
-    """The md5s a DVC `.dir` object lists, parsed by dvc-data's Tree (DVC's own format)."""
-    from dvc_data.hashfile.tree import Tree
-
-    try:
-        raw = json.loads(data)
-        if not isinstance(raw, list):
-            raise ValueError("a .dir object is a JSON list")
-        tree = Tree.from_list(raw, hash_name="md5")
-        out = set()
-        for _key, _meta, hash_info in tree:
-            if hash_info is None or not hash_info.value:
-                continue
-            value = str(hash_info.value)
-            if not refs.OBJECT_RE.match(value):
-                raise ValueError(f"entry hash {value!r}")
-            out.add(value)
-    except Exception as exc:
-        raise GCFailedClosed(f"{rel}: unreadable .dir object: {type(exc).__name__}: {exc}") from exc
-    return out
-
-
-@dataclass
-class ManifestFolder:
-    rel: str  # terrasnap/manifests/<ns>/<name>/<hex>
-    files: dict[str, float | None]  # rel -> mtime
-
-    @property
-    def published(self) -> bool:
-        return posixpath.join(self.rel, MANIFEST_FILE) in self.files
-
-    def newest(self) -> float | None:
-        times = list(self.files.values())
-        if not times or any(t is None for t in times):
-            return None
-        return max(t for t in times if t is not None)
-
-
-# -- the report ------------------------------------------------------------------------------------
-
-
-@dataclass
-class GCReport:
-    gc: str
-    store: str
-    roots: list[str]
-    roots_complete: bool
-    dry_run: bool
-    grace_seconds: float
-    started: str
-    finished: str = ""
-    listed: int = 0
-    kept: int = 0
-    kept_inflight: int = 0
-    skipped_young: int = 0
-    deleted: list[str] = field(default_factory=list)
-    freed_bytes: int = 0
-    manifests_deleted: list[str] = field(default_factory=list)
-    registrations: int = 0
-    errors: list[str] = field(default_factory=list)
-    uri: str = ""
-    ok: bool = True
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "gc": self.gc,
-            "store": self.store,
-            "roots": self.roots,
-            "rootsComplete": self.roots_complete,
-            "dryRun": self.dry_run,
-            "graceSeconds": self.grace_seconds,
-            "started": self.started,
-            "finished": self.finished,
-            "listed": self.listed,
-            "kept": self.kept,
-            "keptInflight": self.kept_inflight,
-            "skippedYoung": self.skipped_young,
-            "deleted": len(self.deleted),
-            "deletedObjects": self.deleted,
-            "freedBytes": self.freed_bytes,
-            "manifestsDeleted": self.manifests_deleted,
-            "registrations": self.registrations,
-            "errors": self.errors,
-            "ok": self.ok,
-        }
-
-    def summary(self) -> dict[str, Any]:
-        doc = self.to_json()
-        doc.pop("deletedObjects")
-        doc["manifestsDeleted"] = len(self.manifests_deleted)
-        doc["report"] = self.uri
-        return doc
-
-
-# -- one GC run, step by step ----------------------------------------------------------------------
 
 
 class GCRun:
@@ -253,7 +70,7 @@ class GCRun:
             roots_complete=roots_complete,
             dry_run=dry_run,
             grace_seconds=self.grace,
-            started=_iso(self.started),
+            started=iso(self.started),
         )
         self.used: set[str] = set()
         self.root_folders: set[str] = set()
@@ -466,7 +283,7 @@ class GCRun:
         now = self.clock()
         if not self.dry_run:
             self._cleanup(now)
-        self.report.finished = _iso(self.clock())
+        self.report.finished = iso(self.clock())
         stamp = datetime.fromtimestamp(self.started, UTC).strftime("%Y%m%dT%H%M%S")
         rel = f"{GC_PREFIX}/{stamp}-{self.id}.json"
         self.report.uri = self.store.uri(rel)
@@ -534,7 +351,7 @@ class GCRun:
         self.close_quietly()
         self.report.ok = False
         self.report.errors.append(message)
-        self.report.finished = _iso(self.clock())
+        self.report.finished = iso(self.clock())
         stamp = datetime.fromtimestamp(self.started, UTC).strftime("%Y%m%dT%H%M%S")
         rel = f"{GC_PREFIX}/{stamp}-{self.id}.json"
         try:
@@ -568,35 +385,3 @@ def run_gc(
         store, roots, grace=grace, dry_run=dry_run, roots_complete=roots_complete, clock=clock, batch_size=batch_size
     )
     return gc.run()
-
-
-def gc_command(
-    store_url_or_name: str,
-    endpoint: str | None,
-    roots: list[str],
-    dry_run: bool,
-    grace: str | timedelta | None,
-) -> int:
-    """`terrasnap gc`: local mode (a store URL and explicit --root) or cluster mode (a SnapshotStore name)."""
-    import sys
-
-    try:
-        if "://" not in store_url_or_name:
-            from terrasnap.engine import gc_cluster
-
-            summary = gc_cluster.run_cluster_gc(store_url_or_name, dry_run=dry_run, grace=grace, endpoint=endpoint)
-            print(json.dumps(summary, sort_keys=True))
-            return 0 if summary.get("ok", True) else 3
-        if not roots:
-            raise UsageError(
-                "terrasnap gc --store URL needs at least one --root MANIFEST_URI "
-                "(an empty root set would make every old object garbage)"
-            )
-        store = Store.from_url(store_url_or_name, endpoint)
-        store.check_reachable()
-        report = run_gc(store, roots, grace=parse_duration(grace), dry_run=dry_run)
-    except TerrasnapError as exc:
-        print(json.dumps({"ok": False, "error": {"reason": exc.reason, "message": exc.message}}), file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(report.summary(), sort_keys=True))
-    return 0 if report.ok else 3

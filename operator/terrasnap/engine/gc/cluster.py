@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from terrasnap.engine.errors import StoreUnreachable, TerrasnapError, UsageError
-from terrasnap.engine.gc import GCFailedClosed, GCReport, parse_duration, run_gc
+from terrasnap.engine.errors import GCFailedClosed, StoreUnreachable, TerrasnapError, UsageError
+from terrasnap.engine.gc.report import GCReport
+from terrasnap.engine.gc.run import run_gc
 from terrasnap.engine.store import Store
 
 GROUP = "terrasnap.io"
@@ -105,7 +106,7 @@ def last_gc_status(report: GCReport | None, started: datetime, error: str | None
 
 
 def run_cluster_gc(
-    store_name: str, *, dry_run: bool, grace: str | timedelta | None, endpoint: str | None = None
+    store_name: str, *, dry_run: bool, grace: timedelta | None, endpoint: str | None = None
 ) -> dict[str, Any]:
     """Discover roots, run GC, record status.lastGC and an Event. Returns the report summary."""
     from terrasnap.api.durations import parse_duration as crd_duration
@@ -125,7 +126,7 @@ def run_cluster_gc(
         keep_within = crd_duration(spec.gc.keep.within)
     except (SpecError, ValueError) as exc:
         raise UsageError(f"SnapshotStore {store_name!r}: {exc}") from exc
-    grace_td = parse_duration(grace if grace else spec.gc.grace_period)
+    grace_td = grace if grace is not None else crd_duration(spec.gc.grace_period)  # None: the store's
     dry = dry_run or spec.gc.dry_run
 
     report: GCReport | None = None

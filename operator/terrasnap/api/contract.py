@@ -1,0 +1,130 @@
+"""The contract between the `terrasnap` command (engine), the operator and the GC, written once.
+
+Pure: standard library only. engine/errors.py, cli.py, planner/job.py, planner/status.py, api/models.py and
+engine/source.py import it; nothing restates it (tests/unit/test_contract.py checks). docs/contracts.md
+describes it for people.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+# -- exit codes of the `terrasnap` command -----------------------------------------------------------------
+
+EXIT_DONE = 0
+EXIT_REJECTED = 1  # the data was refused by validation; nothing was pushed
+EXIT_USAGE = 2  # the command line or the spec is wrong
+EXIT_INFRASTRUCTURE = 3  # store, git, DVC or the source failed; running again may help
+# A Job fails at once on these (running again cannot change the outcome) ...
+EXIT_FINAL = (EXIT_REJECTED, EXIT_USAGE)
+# ... and counts these against its backoffLimit.
+EXIT_RETRYABLE = (EXIT_INFRASTRUCTURE,)
+
+# -- reason codes (the result's error.reason) and their exit codes -------------------------------------------
+
+VALIDATION_FAILED = "ValidationFailed"
+USAGE_ERROR = "UsageError"
+STORE_UNREACHABLE = "StoreUnreachable"
+SOURCE_UNAVAILABLE = "SourceUnavailable"
+GIT_ERROR = "GitError"
+DVC_ERROR = "DVCError"
+VERIFY_FAILED = "VerifyFailed"
+INTERNAL_ERROR = "InternalError"
+GC_FAILED_CLOSED = "GCFailedClosed"  # GC could not establish what is used; it stopped deleting
+GC_INCOMPLETE = "GCIncomplete"  # GC finished, but some deletes failed (the next run retries them)
+
+REASONS: dict[str, int] = {
+    VALIDATION_FAILED: EXIT_REJECTED,
+    USAGE_ERROR: EXIT_USAGE,
+    STORE_UNREACHABLE: EXIT_INFRASTRUCTURE,
+    SOURCE_UNAVAILABLE: EXIT_INFRASTRUCTURE,
+    GIT_ERROR: EXIT_INFRASTRUCTURE,
+    DVC_ERROR: EXIT_INFRASTRUCTURE,
+    VERIFY_FAILED: EXIT_INFRASTRUCTURE,
+    INTERNAL_ERROR: EXIT_INFRASTRUCTURE,
+    GC_FAILED_CLOSED: EXIT_INFRASTRUCTURE,
+    GC_INCOMPLETE: EXIT_INFRASTRUCTURE,
+}
+
+
+def exit_code(reason: str) -> int:
+    """The exit code of a reason; an unknown reason is an internal error."""
+    return REASONS.get(reason, EXIT_INFRASTRUCTURE)
+
+
+# -- the result document (`--result-file`, the pod's termination message) ----------------------------------
+
+RESULT_LIMIT = 4096  # a pod's termination message is cut at 4096 bytes
+RESULT_URI_KEYS = ("manifest", "metadata", "lock", "stac")  # URIs of the published snapshot's files
+RESULT_KEYS = ("ok", "snapshotID", *RESULT_URI_KEYS, "source", "summary", "stats", "error")
+ERROR_KEYS = ("reason", "message")
+# Left out when a result would exceed RESULT_LIMIT (the snapshot's costs; the GC's lists, which its report in
+# the store keeps in full).
+DROPPABLE_KEYS = ("stats", "roots", "errors", "inflightSnapshots")
+
+
+@dataclass
+class Summary:
+    """The result's `summary`, copied into DatasetSnapshot status.summary (the CRD declares these keys)."""
+
+    files: int = 0
+    features: int = 0
+    rasters: int = 0
+    bytes: int = 0
+    repaired: int = 0
+    rejected: int = 0
+    warnings: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
+
+# -- source and store URLs -------------------------------------------------------------------------------
+# ssh:// is refused: a Job's pod has no ssh key (the operator passes only an https token,
+# TERRASNAP_GIT_TOKEN), and a command that worked on a laptop must work in the cluster.
+GIT_SCHEMES = ("https", "http", "file")
+BUCKET_SCHEMES = ("gs",)  # s3:// is not supported yet
+STORE_SCHEMES = ("gs", "file")  # engine/store.py; a file store must be absolute (file:///path)
+STORE_PREFIXES = ("gs://", "file:///")
+
+
+def _prefixes(schemes: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(f"{s}://" for s in schemes)
+
+
+def _spelled(prefixes: tuple[str, ...]) -> str:
+    return ", ".join(prefixes[:-1]) + " or " + prefixes[-1] if len(prefixes) > 1 else prefixes[0]
+
+
+def check_git_url(url: str) -> str:
+    """A git repository URL; raises ValueError saying which schemes are allowed."""
+    if not isinstance(url, str) or not url.startswith(_prefixes(GIT_SCHEMES)):
+        raise ValueError(f"must start with {_spelled(_prefixes(GIT_SCHEMES))}")
+    return url
+
+
+def check_bucket_url(url: str) -> str:
+    """A bucket prefix a source is read from."""
+    if not isinstance(url, str) or not url.startswith(_prefixes(BUCKET_SCHEMES)):
+        raise ValueError(f"must start with {_spelled(_prefixes(BUCKET_SCHEMES))} (s3:// is not supported yet)")
+    return url
+
+
+def check_store_url(url: str) -> str:
+    """A store (DVC remote) URL."""
+    if not isinstance(url, str) or not url.startswith(STORE_PREFIXES):
+        raise ValueError(f"must start with {_spelled(STORE_PREFIXES)} (s3:// is not supported yet)")
+    return url
+
+
+def check_subpath(path: str) -> str:
+    """A directory inside a repository or volume, relative to its root (leading and trailing slashes are
+    dropped). `..` anywhere is refused, as the CRD's CEL rule (`!self.contains("..")`) refuses it."""
+    if ".." in path:
+        raise ValueError("must be a relative path without '..'")
+    return path.strip("/")
+
+
+# policy schema: terrasnap.api.policy
