@@ -148,7 +148,7 @@ def event_manifest(
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
         "name": meta.get("name"),
-        "namespace": namespace,
+        "namespace": meta.get("namespace"),  # empty for a cluster-scoped object, as kubectl describe expects
         "uid": meta.get("uid"),
         "resourceVersion": meta.get("resourceVersion"),
     }

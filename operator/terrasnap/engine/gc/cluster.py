@@ -172,30 +172,11 @@ def _record(client: Any, store_obj: Mapping[str, Any], last_gc: dict[str, Any], 
             f"kept {last_gc.get('kept', 0)}, {last_gc.get('skippedYoung', 0)} too young; "
             f"{last_gc.get('roots', 0)} root(s); report {last_gc.get('report', '')}"
         )
-    now = datetime.now(UTC)
+    from terrasnap.kube import event_manifest
+
     namespace = os.environ.get("TERRASNAP_EVENT_NAMESPACE", "default")  # cluster-scoped object → "default"
-    meta = store_obj["metadata"]
-    event = {
-        "apiVersion": "v1",
-        "kind": "Event",
-        "metadata": {"generateName": f"{name}.gc-", "namespace": namespace},
-        "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": "SnapshotStore",
-            "name": name,
-            "uid": meta.get("uid"),
-            "resourceVersion": meta.get("resourceVersion"),
-        },
-        "reason": reason,
-        "message": message[:1000],
-        "type": kind,
-        "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "count": 1,
-        "source": {"component": "terrasnap-gc"},
-        "reportingComponent": "terrasnap-gc",
-        "reportingInstance": os.environ.get("HOSTNAME", "terrasnap-gc"),
-    }
+    event = event_manifest(store_obj, kind, reason, message, component="terrasnap-gc",
+                           name_prefix=f"{name}.gc-", namespace=namespace)
     try:
         client.CoreV1Api().create_namespaced_event(namespace, event)
     except Exception as exc:
