@@ -376,7 +376,7 @@ def _start(sd: Path, bin_dir: Path, owner: str) -> dict:
 
         venv_py = Path(sys.executable)
         procs["node-agent"] = _spawn("node-agent", [
-            str(venv_py), str(HERE / "node_agent.py"),
+            str(venv_py), str(HERE / "node" / "pod.py"),
             f"--kubeconfig={kubeconfig}", f"--node-name={NODE_NAME}", f"--state={sd / 'node'}",
             f"--port={ports['kubelet']}", f"--tls-cert={pk / 'kubelet.crt'}", f"--tls-key={pk / 'kubelet.key'}",
             f"--client-ca={pk / 'ca.crt'}", f"--apiserver-port={ports['apiserver']}",

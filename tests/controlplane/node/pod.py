@@ -46,7 +46,7 @@ from kubernetes import config as kconfig
 from kubernetes.client import Configuration
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
+REPO = HERE.parents[2]
 VENV_BIN = Path(sys.executable).parent
 PROVISIONER = "terrasnap.io/hostpath"
 STORAGE_CLASS = "standard"
