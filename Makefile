@@ -32,6 +32,8 @@ test-engine: venv
 lint: venv
 	@$(VENV)/bin/ruff check operator tests
 	@$(VENV)/bin/mypy
+	@# the test control plane (cluster.py, the node agent), every function annotated
+	@$(VENV)/bin/mypy --disallow-untyped-defs --disallow-incomplete-defs --warn-return-any tests/controlplane
 
 bench: venv
 	@$(PY) tests/bench/bench_engine.py
