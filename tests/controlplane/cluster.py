@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Start/stop the terrasnap test Kubernetes: etcd + kube-apiserver + kube-controller-manager + node agent.
 
-    python tests/controlplane/cluster.py up     [--owner make|pytest]   # idempotent; last line: kubeconfig
-    python tests/controlplane/cluster.py down                          # stop everything, remove state
-    python tests/controlplane/cluster.py status                        # JSON state, exit 1 if not running
-    python tests/controlplane/cluster.py env                           # `export KUBECONFIG=... PATH=...`
+    .venv/bin/python tests/controlplane/cluster.py up   [--owner make|pytest]  # idempotent; last line: kubeconfig
+    .venv/bin/python tests/controlplane/cluster.py down                       # stop everything, remove state
+    .venv/bin/python tests/controlplane/cluster.py status                     # JSON state, exit 1 if not running
+    .venv/bin/python tests/controlplane/cluster.py env                        # `export KUBECONFIG=... PATH=...`
 
 The components are the real upstream binaries (built by build.sh, cached under ~/.cache/terrasnap), each a
-separate process in its own session, so they outlive the command that started them. State lives in
+separate process in its own session, so they outlive the command that started them; the node agent is
+the package tests/controlplane/node (`python -m tests.controlplane.node`). State lives in
 $TERRASNAP_CLUSTER_STATE (default: <repo>/.state/cluster). Ports are picked free on loopback unless
 TERRASNAP_{ETCD,APISERVER,KUBELET}_PORT are set, and are recorded in cluster.json.
 """
@@ -508,7 +509,7 @@ def main() -> int:
     elif a.cmd == "env":
         found = load()
         if not running(found):
-            print("cluster not running", file=sys.stderr)
+            print("cluster not running (start it with `make cluster`)", file=sys.stderr)
             return 1
         assert found is not None
         print(f"export KUBECONFIG={found['kubeconfig']}")
