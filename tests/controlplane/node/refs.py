@@ -1,8 +1,8 @@
 """What a pod spec refers to: Secret and ConfigMap data, the downward API (fieldRef, resourceFieldRef), $(VAR).
 
 A Job's completion index reaches a pod this way: the Job controller adds a fieldRef env var
-(JOB_COMPLETION_INDEX) on the pod's `batch.kubernetes.io/job-completion-index` annotation, which
-`field_ref` reads like any other annotation or label.
+(JOB_COMPLETION_INDEX) on the pod's `batch.kubernetes.io/job-completion-index` label (Kubernetes 1.37; the
+annotation of the same name is set too), which `field_ref` reads like any other label or annotation.
 """
 
 from __future__ import annotations
