@@ -32,6 +32,9 @@ test-engine: venv
 lint: venv
 	@$(VENV)/bin/ruff check operator tests
 	@$(VENV)/bin/mypy
+	@# the test control plane (cluster.py, the node agent), test support and demos: every function annotated
+	@$(VENV)/bin/mypy --disallow-untyped-defs --disallow-incomplete-defs --warn-return-any \
+		tests/controlplane tests/support tests/demo.py tests/demo_cluster.py
 
 bench: venv
 	@$(PY) tests/bench/bench_engine.py

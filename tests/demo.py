@@ -23,7 +23,8 @@ def run(*args: str) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
         raise SystemExit(f"terrasnap {args[0]} failed with exit code {proc.returncode}")
-    return json.loads(proc.stdout)
+    result: dict = json.loads(proc.stdout)
+    return result
 
 
 def main() -> int:

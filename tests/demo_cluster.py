@@ -53,7 +53,7 @@ def cluster_up() -> tuple[str, Path]:
 def healthy() -> bool:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{HEALTH_PORT}/healthz", timeout=2) as r:
-            return r.status == 200
+            return bool(r.status == 200)
     except OSError:
         return False
 
@@ -175,7 +175,7 @@ def main() -> int:
     uri = kubectl("get", "dsnap", "buildings", "-n", "ml-data", "-o", "jsonpath={.status.manifest.uri}")
     print(f"manifest: {uri}")
     print(
-        f'next: eval "$(python {CLUSTER_PY.relative_to(REPO)} env)"; kubectl describe dsnap -n ml-data buildings'
+        f'next: eval "$(.venv/bin/python {CLUSTER_PY.relative_to(REPO)} env)"; kubectl describe dsnap -n ml-data buildings'
     )
     return 0
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Start/stop the terrasnap test Kubernetes: etcd + kube-apiserver + kube-controller-manager + node agent.
 
-    python tests/controlplane/cluster.py up     [--owner make|pytest]   # idempotent; last line: kubeconfig
-    python tests/controlplane/cluster.py down                          # stop everything, remove state
-    python tests/controlplane/cluster.py status                        # JSON state, exit 1 if not running
-    python tests/controlplane/cluster.py env                           # `export KUBECONFIG=... PATH=...`
+    .venv/bin/python tests/controlplane/cluster.py up   [--owner make|pytest]  # idempotent; last line: kubeconfig
+    .venv/bin/python tests/controlplane/cluster.py down                       # stop everything, remove state
+    .venv/bin/python tests/controlplane/cluster.py status                     # JSON state, exit 1 if not running
+    .venv/bin/python tests/controlplane/cluster.py env                        # `export KUBECONFIG=... PATH=...`
 
 The components are the real upstream binaries (built by build.sh, cached under ~/.cache/terrasnap), each a
-separate process in its own session, so they outlive the command that started them. State lives in
+separate process in its own session, so they outlive the command that started them; the node agent is
+the package tests/controlplane/node (`python -m tests.controlplane.node`). State lives in
 $TERRASNAP_CLUSTER_STATE (default: <repo>/.state/cluster). Ports are picked free on loopback unless
 TERRASNAP_{ETCD,APISERVER,KUBELET}_PORT are set, and are recorded in cluster.json.
 """
@@ -28,12 +29,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-import pki  # noqa: E402
+if __package__ in (None, ""):  # run as a script (make cluster): make `tests.controlplane` importable
+    sys.path.insert(0, str(REPO))
+from tests.controlplane import pki  # noqa: E402
+
+T = TypeVar("T")
 
 NODE_NAME = os.environ.get("TERRASNAP_NODE_NAME", "terrasnap-node")
 SERVICE_CIDR = "10.0.0.0/24"
@@ -74,7 +80,7 @@ def log(msg: str) -> None:
 
 
 @contextlib.contextmanager
-def locked(sd: Path):
+def locked(sd: Path) -> Iterator[None]:
     sd.mkdir(parents=True, exist_ok=True)
     with open(sd.parent / f".{sd.name}.lock", "w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -93,7 +99,7 @@ def _proc_alive(rec: dict) -> bool:
         import psutil
 
         p = psutil.Process(rec["pid"])
-        return abs(p.create_time() - rec["create_time"]) < 1.0 and p.status() != psutil.STATUS_ZOMBIE
+        return bool(abs(p.create_time() - rec["create_time"]) < 1.0 and p.status() != psutil.STATUS_ZOMBIE)
     except Exception:
         return False
 
@@ -132,10 +138,17 @@ def _stop(rec: dict, name: str, grace: float = 10.0) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+def _pythonpath() -> str:
+    """The repository first on the module path, so `python -m tests.controlplane.node` finds its package."""
+    rest = os.environ.get("PYTHONPATH")
+    return f"{REPO}{os.pathsep}{rest}" if rest else str(REPO)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def _port(env: str) -> int:
@@ -150,7 +163,8 @@ def _port(env: str) -> int:
 def load(sd: Path | None = None) -> dict | None:
     sd = sd or state_dir()
     try:
-        return json.loads((sd / "cluster.json").read_text())
+        st: dict = json.loads((sd / "cluster.json").read_text())
+        return st
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 
@@ -182,10 +196,12 @@ def _ssl_ctx(st: dict) -> ssl.SSLContext:
 def _get(st: dict, path: str, timeout: float = 5) -> str:
     url = f"https://127.0.0.1:{st['ports']['apiserver']}{path}"
     with urllib.request.urlopen(url, context=_ssl_ctx(st), timeout=timeout) as r:
-        return r.read().decode()
+        body: bytes = r.read()
+        return body.decode()
 
 
-def _wait(what: str, fn, timeout: float, procs: dict | None = None, sd: Path | None = None):
+def _wait(what: str, fn: Callable[[], T], timeout: float, procs: dict | None = None,
+          sd: Path | None = None) -> T:
     deadline = time.time() + timeout
     last: Exception | None = None
     while time.time() < deadline:
@@ -329,9 +345,9 @@ def _start(sd: Path, bin_dir: Path, owner: str) -> dict:
         ], sd)
         save(st, sd)
 
-        def etcd_ok():
+        def etcd_ok() -> bool:
             with urllib.request.urlopen(f"{etcd_url}/health", timeout=2) as r:
-                return json.loads(r.read()).get("health") == "true"
+                return bool(json.loads(r.read()).get("health") == "true")
         _wait("etcd", etcd_ok, 30, procs, sd)
 
         procs["kube-apiserver"] = _spawn("kube-apiserver", [
@@ -376,20 +392,20 @@ def _start(sd: Path, bin_dir: Path, owner: str) -> dict:
 
         venv_py = Path(sys.executable)
         procs["node-agent"] = _spawn("node-agent", [
-            str(venv_py), str(HERE / "node_agent.py"),
+            str(venv_py), "-m", "tests.controlplane.node",
             f"--kubeconfig={kubeconfig}", f"--node-name={NODE_NAME}", f"--state={sd / 'node'}",
             f"--port={ports['kubelet']}", f"--tls-cert={pk / 'kubelet.crt'}", f"--tls-key={pk / 'kubelet.key'}",
             f"--client-ca={pk / 'ca.crt'}", f"--apiserver-port={ports['apiserver']}",
             f"--kubernetes-version={st['version']}",
-        ], sd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        ], sd, env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": _pythonpath()})
         save(st, sd)
 
-        def node_ready():
+        def node_ready() -> bool:
             node = json.loads(_get(st, f"/api/v1/nodes/{NODE_NAME}"))
             return any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
         _wait("node Ready", node_ready, 60, procs, sd)
 
-        def controllers_ok():  # serviceaccount + root-ca-publisher controllers at work
+        def controllers_ok() -> bool:  # serviceaccount + root-ca-publisher controllers at work
             _get(st, "/api/v1/namespaces/default/serviceaccounts/default")
             _get(st, "/api/v1/namespaces/default/configmaps/kube-root-ca.crt")
             return True
@@ -486,18 +502,18 @@ def main() -> int:
     elif a.cmd == "build":
         print(build())
     elif a.cmd == "status":
-        st = load()
-        ok = running(st)
-        print(json.dumps({"running": ok, **(st or {})}, indent=2))
+        found = load()
+        ok = running(found)
+        print(json.dumps({"running": ok, **(found or {})}, indent=2))
         return 0 if ok else 1
     elif a.cmd == "env":
-        st = load()
-        if not running(st):
-            print("cluster not running", file=sys.stderr)
+        found = load()
+        if not running(found):
+            print("cluster not running (start it with `make cluster`)", file=sys.stderr)
             return 1
-        assert st is not None
-        print(f"export KUBECONFIG={st['kubeconfig']}")
-        print(f"export PATH={st['bin_dir']}:$PATH")
+        assert found is not None
+        print(f"export KUBECONFIG={found['kubeconfig']}")
+        print(f"export PATH={found['bin_dir']}:$PATH")
     return 0
 
 

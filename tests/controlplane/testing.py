@@ -9,7 +9,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 class KubectlError(subprocess.CalledProcessError):
@@ -59,7 +62,7 @@ class Cluster:
             manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
         return self.kubectl("apply", "-f", "-", input=manifest, namespace=namespace, check=check)
 
-    def api_client(self):
+    def api_client(self) -> ApiClient:
         from kubernetes import client, config
 
         cfg = client.Configuration()

@@ -17,6 +17,8 @@ its own session (the agent kills the process group). Steps:
 6. chroot, setgroups/setgid/setuid, no_new_privs if allowPrivilegeEscalation is false, umask, exec.
 """
 
+from __future__ import annotations
+
 import contextlib
 import ctypes
 import ctypes.util
@@ -24,6 +26,7 @@ import json
 import os
 import stat
 import sys
+from typing import NoReturn
 
 libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -40,26 +43,28 @@ MS_PRIVATE = 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 
 
-def die(msg, code=128):
+def die(msg: str, code: int = 128) -> NoReturn:
     sys.stderr.write(f"pod_exec: {msg}\n")
     sys.stderr.flush()
     os._exit(code)
 
 
-def mount(src, dst, fstype=None, flags=0, data=None):
-    enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
+def mount(src: str | None, dst: str, fstype: str | None = None, flags: int = 0, data: str | None = None) -> None:
+    def enc(s: str | None) -> bytes | None:
+        return s.encode() if s is not None else None
+
     if libc.mount(enc(src), enc(dst), enc(fstype), flags, enc(data)) != 0:
         e = ctypes.get_errno()
         raise OSError(e, f"mount {src} -> {dst} ({fstype}, flags={flags:#x}, {data}): {os.strerror(e)}")
 
 
-def bind(src, dst, ro=False, rec=True):
+def bind(src: str, dst: str, ro: bool = False, rec: bool = True) -> None:
     mount(src, dst, None, MS_BIND | (MS_REC if rec else 0))
     if ro:
         mount(None, dst, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
-def ensure_target(path, is_dir):
+def ensure_target(path: str, is_dir: bool) -> None:
     if os.path.lexists(path):
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -69,7 +74,7 @@ def ensure_target(path, is_dir):
         open(path, "a").close()
 
 
-def in_root(root, path, create_dir_parents=True):
+def in_root(root: str, path: str) -> str:
     """The host path of PATH inside the container root, following symlinks *within* the root (so an
     absolute link such as /var/run -> /run stays inside it, like a container runtime's securejoin)."""
     parts = [p for p in path.split("/") if p and p != "."]
@@ -96,7 +101,7 @@ def in_root(root, path, create_dir_parents=True):
     return cur
 
 
-def host_mounts():
+def host_mounts() -> list[str]:
     """Mount points of the host (this namespace's copy), outermost first."""
     out = []
     with open("/proc/self/mountinfo") as f:
@@ -107,7 +112,7 @@ def host_mounts():
     return out
 
 
-def main():
+def main() -> None:
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     root = spec["root"]
@@ -131,12 +136,13 @@ def main():
         os.makedirs(f"{layer}/upper")
         os.makedirs(f"{layer}/work")
         mount("overlay", root, "overlay", 0, f"lowerdir=/,upperdir={layer}/upper,workdir={layer}/work")
-    def R(p):
+
+    def R(p: str) -> str:
         return in_root(root, p)
 
     # 3. host mounts (/proc, /sys, others), a private /dev
     skip_prefixes = ("/dev", root, spec.get("state", root))
-    done = []
+    done: list[str] = []
     for mp in host_mounts():
         if mp == "/" or any(mp == s or mp.startswith(s.rstrip("/") + "/") for s in skip_prefixes):
             continue
