@@ -45,7 +45,7 @@ def run(
         [g if (g is None or isinstance(g, bytes)) else shapely.from_wkt(g).wkb for g in geoms], dtype=object
     )
     stats = LayerStats()
-    col = Collector("labels/a.geojson")
+    col = Collector("labels/a.geojson", policy=policy)
     keep, out, _changed = check_batch(wkb, offset, ctx, stats, col)
     finish_layer(ctx, stats, col)
     return keep, out, stats, col.finish()

@@ -94,7 +94,7 @@ def test_missing_crs_reject(tmp_path: Path) -> None:
     r = validate_vector(src, Policy(), "labels/nocrs.shp", tmp_path / "out.parquet")
     assert rules(r) == [("crs-missing", "error")]
     assert (
-        "labels/nocrs.shp: no CRS" in r.findings[0].message and "missing_crs=reject" in r.findings[0].message
+        "labels/nocrs.shp: no CRS" in r.findings[0].message and "missingCRS=reject" in r.findings[0].message
     )
     assert r.layers[0].epsg is None and r.layers[0].crs_wkt is None
     assert not (tmp_path / "out.parquet").exists()
@@ -389,7 +389,8 @@ def test_check_vector_set_mixed_crs(tmp_path: Path) -> None:
         "c.gpkg: CRS EPSG:32633 differs from a.geojson's EPSG:4326 (2 of the layers "
         "use that); mixed CRSs across files (crs-mixed)"
     )
-    assert [f.severity for f in check_vector_set(results, Policy(mixed_crs="warn"))] == ["warning"]
+    assert [f.severity for f in check_vector_set(results, Policy(rules={"crs-mixed": "warning"}))] == ["warning"]
+    assert check_vector_set(results, Policy(rules={"crs-mixed": "off"})) == []
     assert check_vector_set(results[1:], Policy()) == []
 
 
