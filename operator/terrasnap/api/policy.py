@@ -161,6 +161,9 @@ def parse_level(rule: str, level: Any, where: str = RULES_FIELD) -> Level:
     spec = RULE_BY_NAME.get(rule) if isinstance(rule, str) else None
     if spec is None:
         raise PolicyError(f"{where}: unknown rule {rule!r}; valid rules: {', '.join(RULE_NAMES)}")
+    if level is False:  # YAML 1.1 (kubectl, PyYAML) reads an unquoted off as the boolean false
+        raise PolicyError(f"{where}.{rule}: level must be one of {', '.join(LEVELS)}, not false "
+                          '(in YAML write "off" in quotes: an unquoted off is the boolean false)')
     if level not in LEVELS:
         raise PolicyError(f"{where}.{rule}: level must be one of {', '.join(LEVELS)}, not {level!r}")
     if level not in spec.allowed():
@@ -221,7 +224,7 @@ def check_spec_fields(spec: Mapping[str, Any], where: str = "validation") -> Non
 # --- the CRD's schema, generated --------------------------------------------------------------------
 
 def _cel_list(items: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
 def validation_schema() -> dict[str, Any]:
@@ -238,7 +241,7 @@ def validation_schema() -> dict[str, Any]:
                "message": f"unknown rule; valid rules: {', '.join(RULE_NAMES)}"}]
     for r in sorted(RULES, key=lambda r: r.name):
         if not r.downgradable:
-            checks.append({"rule": f"!('{r.name}' in self) || self['{r.name}'] in {_cel_list(r.allowed())}",
+            checks.append({"rule": f'!("{r.name}" in self) || self["{r.name}"] in {_cel_list(r.allowed())}',
                            "message": f"rule {r.name} cannot be set below {r.default}: {r.note}"})
     props[RULES_FIELD] = {
         "type": "object",
