@@ -105,7 +105,7 @@ class Policy:
         schema.check_spec_fields(spec)
         return cls(
             target_crs=spec.get("targetCRS") or _DEFAULTS["targetCRS"],
-            invalid_geometry=spec.get("invalidGeometry") or _DEFAULTS["invalidGeometry"],
+            invalid_geometry=cls.parse_invalid_geometry(spec.get("invalidGeometry") or _DEFAULTS["invalidGeometry"]),
             missing_crs=spec.get("missingCRS") or _DEFAULTS["missingCRS"],
             rules=schema.resolve_levels(spec.get(schema.RULES_FIELD)),
         )
