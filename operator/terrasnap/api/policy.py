@@ -246,7 +246,8 @@ def validation_schema() -> dict[str, Any]:
     props[RULES_FIELD] = {
         "type": "object",
         "description": ("Level of each validation rule: error (rejects the snapshot), warning (reported and "
-                        "counted) or off. Unlisted rules keep their defaults; `terrasnap rules` prints the table."),
+                        "counted) or off (in YAML write \"off\" in quotes: a bare off is the boolean false). Unlisted "
+                        "rules keep their defaults; `terrasnap rules` prints the table."),
         "maxProperties": len(RULES),
         "additionalProperties": {"type": "string", "enum": list(LEVELS)},
         "x-kubernetes-validations": checks,
