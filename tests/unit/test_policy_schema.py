@@ -107,6 +107,18 @@ def test_a_spec_reaches_the_engine_as_the_same_policy(spec: dict[str, Any]) -> N
     assert policy.to_dict() == Policy.from_spec(spec).to_dict()
 
 
+def test_the_job_passes_the_spec_rules_to_the_engine() -> None:
+    from terrasnap.api.models import StoreSpec
+    from terrasnap.planner.job import command_args
+
+    spec = SnapshotSpec.from_dict({"store": "main", "source": {"bucket": {"url": "gs://b/p"}},
+                                   "validation": {"rules": {"rfc7946-crs": "warning", "crs-mixed": "warning"}}})
+    args = command_args("s", "ns", spec, StoreSpec(url="gs://store/dvc"))
+    rules = [args[i + 1] for i, a in enumerate(args) if a == schema.RULE_FLAG]
+    assert rules == ["crs-mixed=warning", "rfc7946-crs=warning"]
+    assert args[args.index("--target-crs") + 1] == "EPSG:4326"
+
+
 def test_every_rule_the_engine_emits_is_in_the_table() -> None:
     src = REPO / "operator" / "terrasnap" / "engine"
     text = "\n".join(p.read_text() for p in [*(src / "validate").glob("*.py"), src / "stage.py"])

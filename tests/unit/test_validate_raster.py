@@ -227,3 +227,15 @@ def test_nan_nodata_float_raster(tmp_path: Path) -> None:
     assert info.ok and info.findings == []  # NaN is a set nodata, not a missing one
     assert info.nodata is not None and math.isnan(info.nodata)
     assert math.isnan(info.summary()["nodata"]) and info.dtype == "float32"
+
+
+def test_a_tif_holding_a_vrt_is_not_opened_as_one(tmp_path: Path) -> None:
+    """GDAL opens by content: a .tif that is really a VRT could read any file the process can."""
+    secret = make_tif(tmp_path / "secret.tif")
+    evil = tmp_path / "evil.tif"
+    evil.write_text(f'<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Byte" band="1">'
+                    f'<SimpleSource><SourceFilename relativeToVRT="0">{secret}</SourceFilename>'
+                    f'<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+    info = inspect_raster(evil, "evil.tif")
+    assert [(f.rule, f.severity) for f in info.findings] == [("parse", "error")]
+    assert "cannot open raster as GTiff" in info.findings[0].message and info.driver is None

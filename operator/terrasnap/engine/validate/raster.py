@@ -20,7 +20,7 @@ import shapely
 from pyproj import CRS, Transformer
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from terrasnap.engine.formats import RASTER_EXTENSIONS
+from terrasnap.engine.formats import RASTER_EXTENSIONS, raster_format
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import crs_is_same, fmt
@@ -95,10 +95,12 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
     rel = rel_path or os.path.basename(path)
     info = RasterInfo(rel)
     col = Collector(rel, policy=policy)
+    # only the driver the extension names: GDAL opens by content, and a .tif holding a VRT could read any file
+    driver = raster_format(path) or "GTiff"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with rasterio.open(path, driver=driver) as src:
                 info.driver = src.driver
                 info.width, info.height, info.bands = src.width, src.height, src.count
                 info.dtypes = list(src.dtypes)
@@ -112,7 +114,7 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
                 t = src.transform
                 gcps, _ = src.gcps
     except RasterioIOError as exc:
-        col.add("parse", f"cannot open raster: {exc}")
+        col.add("parse", f"cannot open raster as {driver} (the format its extension names): {exc}")
         info.findings = col.finish()
         return info
 
