@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from terrasnap.engine.errors import SourceUnavailable, ValidationFailed
-from terrasnap.engine.formats import RASTER_EXTENSIONS, VECTOR_EXTENSIONS
+from terrasnap.engine.formats import raster_format, vector_format
 
 IGNORED_DIRS = {".git", ".dvc"}
 # DVC's own files describe the source's pipeline; they are recorded beside the manifest, not as data.
@@ -22,10 +22,9 @@ class Entry:
 
 
 def classify(rel: str) -> str:
-    lower = rel.lower()
-    if lower.endswith(RASTER_EXTENSIONS):
+    if raster_format(rel):
         return "raster"
-    if lower.endswith(VECTOR_EXTENSIONS):
+    if vector_format(rel):
         return "vector"  # a plain .json may still turn out "other": scan() looks at its head
     return "other"
 

@@ -20,7 +20,7 @@ import shapely
 from pyproj import CRS, Transformer
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from terrasnap.engine.formats import RASTER_EXTENSIONS, raster_format
+from terrasnap.engine.formats import raster_format
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import crs_is_same, fmt
@@ -32,7 +32,7 @@ _COG_MIN_SIZE = 512  # GDAL's COG driver makes no overviews below this size; non
 
 
 def is_raster_path(path: str | os.PathLike[str]) -> bool:
-    return os.fspath(path).lower().endswith(RASTER_EXTENSIONS)
+    return raster_format(os.fspath(path)) is not None
 
 
 @dataclass
