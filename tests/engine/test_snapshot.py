@@ -246,7 +246,7 @@ BAD: dict[str, tuple[Any, list[str], int, str]] = {
     "bad-missing-crs-flag": (lambda s: sd.write_geojson(s / "a.geojson", sd.buildings(2)),
                              ["--missing-crs", "guess"], 2, r"missingCRS"),
     "bad-target-crs": (lambda s: sd.write_geojson(s / "a.geojson", sd.buildings(2)),
-                       ["--target-crs", "EPSG:99999999"], 2, r"target CRS"),
+                       ["--target-crs", "EPSG:99999999"], 2, r"targetCRS"),
 }
 
 
