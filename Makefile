@@ -59,6 +59,12 @@ cluster: venv
 cluster-down:
 	@if [ -x $(PY) ]; then $(PY) tests/controlplane/cluster.py down $(if $(FORCE),--force); else echo "no venv: nothing to stop"; fi
 
+# The CRD's spec.validation block is generated from terrasnap.api.policy; the chart carries byte-equal copies.
+.PHONY: crds
+crds: venv
+	@$(PY) charts/gen-crd-validation.py
+	@bash charts/sync-crds.sh
+
 clean:
 	rm -rf $(STATE) .pytest_cache .mypy_cache .ruff_cache
 

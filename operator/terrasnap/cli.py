@@ -13,6 +13,7 @@ import click
 from terrasnap import __version__
 from terrasnap.api import contract
 from terrasnap.api.contract import RESULT_LIMIT
+from terrasnap.api.policy import POLICY_FILE_FLAG, RULE_FLAG
 from terrasnap.engine.errors import TerrasnapError, UsageError
 
 
@@ -44,21 +45,67 @@ def _write_result(path: str | None, doc: dict[str, Any]) -> None:
         click.echo(f"terrasnap: cannot write result file {path}: {exc}", err=True)
 
 
-def _policy(target_crs: str, invalid_geometry: str, missing_crs: str) -> Any:
+def _load_policy_file(path: str) -> dict[str, Any]:
+    """A --policy file: YAML or JSON holding exactly the CRD's spec.validation object."""
+    import yaml
+
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise UsageError(f"{POLICY_FILE_FLAG} {path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        doc = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{POLICY_FILE_FLAG} {path}: not YAML or JSON: {exc}") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise UsageError(f"{POLICY_FILE_FLAG} {path}: expected an object (a DatasetSnapshot's spec.validation), "
+                         f"not {type(doc).__name__}")
+    return doc
+
+
+def _policy(policy_file: str | None, rules: tuple[str, ...], **fields: str | None) -> Any:
+    """The engine's Policy: defaults < the --policy file < the flags (--target-crs etc., then --rule)."""
+    from terrasnap.api import policy as schema
     from terrasnap.engine.validate.policy import Policy
 
     try:
-        return Policy(target_crs=target_crs, invalid_geometry=invalid_geometry, missing_crs=missing_crs)  # type: ignore[arg-type]
+        spec = _load_policy_file(policy_file) if policy_file else {}
+        schema.check_spec_fields(spec, f"{POLICY_FILE_FLAG} {policy_file}")
+        spec = dict(spec)
+        for f in schema.FIELDS:
+            value = fields.get(_param_name(f.flag))
+            if value is not None:
+                spec[f.name] = value
+        levels = dict(spec.get(schema.RULES_FIELD) or {})
+        for text in rules:
+            rule, level = schema.parse_rule_flag(text)
+            levels[rule] = level
+        spec[schema.RULES_FIELD] = levels
+        return Policy.from_spec(spec)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
 
+def _param_name(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--missing-crs", default="reject", show_default=True,
-                     help="reject, or assume:EPSG:XXXX for layers without a CRS")(f)
-    f = click.option("--invalid-geometry", default="reject", show_default=True,
-                     type=click.Choice(["reject", "repair", "skip"]))(f)
-    f = click.option("--target-crs", default="EPSG:4326", show_default=True)(f)
+    """The policy's options, from its one definition (api/policy.py); all default to None so that a flag
+    given overrides the --policy file and an absent one does not."""
+    from terrasnap.api import policy as schema
+
+    f = click.option(RULE_FLAG, "rules", multiple=True, metavar="RULE=LEVEL",
+                     help=f"set a rule's level ({', '.join(schema.LEVELS)}); repeatable; `terrasnap rules` "
+                          "lists the rules")(f)
+    for fld in reversed(schema.FIELDS):
+        f = click.option(fld.flag, _param_name(fld.flag), default=None,
+                         type=click.Choice(fld.choices) if fld.choices else None,
+                         help=f"{fld.description} [default: {fld.default}]")(f)
+    f = click.option(POLICY_FILE_FLAG, "policy_file", default=None, metavar="FILE",
+                     help="YAML/JSON file holding a DatasetSnapshot's spec.validation object; flags override it")(f)
     return f
 
 
@@ -99,15 +146,16 @@ def main() -> None:
 @click.option("--result-file", default=None, help="write the JSON result here (≤ 4 KB), e.g. /dev/termination-log")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="keep the DVC project here between runs (re-snapshots then re-read nothing)")
-def snapshot(source: str, store: str, endpoint: str | None, name: str | None, namespace: str, target_crs: str,
-             invalid_geometry: str, missing_crs: str, result_file: str | None, workdir: Path | None) -> None:
+def snapshot(source: str, store: str, endpoint: str | None, name: str | None, namespace: str,
+             result_file: str | None, workdir: Path | None, policy_file: str | None, rules: tuple[str, ...],
+             **policy_fields: str | None) -> None:
     """Validate SOURCE, snapshot it into STORE, and print the result."""
 
     def go() -> dict[str, Any]:
         from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
 
         req = SnapshotRequest(source=source, store=store, endpoint=endpoint, name=name, namespace=namespace,
-                              policy=_policy(target_crs, invalid_geometry, missing_crs), workdir=workdir)
+                              policy=_policy(policy_file, rules, **policy_fields), workdir=workdir)
         return run_snapshot(req)
 
     _run(result_file, go)
@@ -118,17 +166,35 @@ def snapshot(source: str, store: str, endpoint: str | None, name: str | None, na
 @policy_options
 @click.option("--endpoint", default=None)
 @click.option("--report", "report_file", default=None, help="write the full JSON report here")
-def validate(source: str, target_crs: str, invalid_geometry: str, missing_crs: str, endpoint: str | None,
-             report_file: str | None) -> None:
+def validate(source: str, endpoint: str | None, report_file: str | None, policy_file: str | None,
+             rules: tuple[str, ...], **policy_fields: str | None) -> None:
     """Validate SOURCE without pushing anything; exit 1 on errors (a CI gate for pull requests)."""
 
     def go() -> dict[str, Any]:
         from terrasnap.engine.stage import validate_source
 
-        return validate_source(source, _policy(target_crs, invalid_geometry, missing_crs), endpoint,
+        return validate_source(source, _policy(policy_file, rules, **policy_fields), endpoint,
                                Path(report_file) if report_file else None)
 
     _run(None, go)
+
+
+@main.command("rules")
+@click.option("--json", "as_json", is_flag=True, help="print the table as JSON")
+def rules_command(as_json: bool) -> None:
+    """Print the validation rules: name, default level, whether it can be downgraded, what it checks."""
+    from terrasnap.api.policy import rule_table
+
+    table = rule_table()
+    if as_json:
+        click.echo(json.dumps(table, indent=1))
+        return
+    width = max(len(r["name"]) for r in table)
+    click.echo(f"{'RULE':<{width}}  {'DEFAULT':<7}  {'DOWNGRADE':<9}  CHECKS")
+    for r in table:
+        click.echo(f"{r['name']:<{width}}  {r['default']:<7}  {'yes' if r['downgradable'] else 'no':<9}  {r['checks']}")
+        if r["note"]:
+            click.echo(f"{'':<{width}}  {'':<7}  {'':<9}  {'why not: ' if not r['downgradable'] else 'note: '}{r['note']}")
 
 
 @main.command()

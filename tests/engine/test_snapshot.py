@@ -244,9 +244,9 @@ BAD: dict[str, tuple[Any, list[str], int, str]] = {
         crs={"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::32632"}}), [], 1, r"p\.geojson"),
     "empty-source": (lambda s: None, [], 1, r"no files"),
     "bad-missing-crs-flag": (lambda s: sd.write_geojson(s / "a.geojson", sd.buildings(2)),
-                             ["--missing-crs", "guess"], 2, r"missing_crs"),
+                             ["--missing-crs", "guess"], 2, r"missingCRS"),
     "bad-target-crs": (lambda s: sd.write_geojson(s / "a.geojson", sd.buildings(2)),
-                       ["--target-crs", "EPSG:99999999"], 2, r"target CRS"),
+                       ["--target-crs", "EPSG:99999999"], 2, r"targetCRS"),
 }
 
 

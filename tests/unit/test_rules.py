@@ -35,8 +35,9 @@ def run(
     offset: int = 0,
     promote: int | None = None,
     footprint: object = None,
+    rules: dict[str, str] | None = None,
 ):
-    policy = Policy(invalid_geometry=mode, target_crs=target)  # type: ignore[arg-type]
+    policy = Policy(invalid_geometry=mode, target_crs=target, rules=rules or {})  # type: ignore[arg-type]
     src_crs = CRS.from_user_input(src)
     ctx = LayerContext(
         policy, src_crs.is_geographic, make_transformer(src_crs, policy.target), promote, footprint
@@ -45,7 +46,7 @@ def run(
         [g if (g is None or isinstance(g, bytes)) else shapely.from_wkt(g).wkb for g in geoms], dtype=object
     )
     stats = LayerStats()
-    col = Collector("labels/a.geojson")
+    col = Collector("labels/a.geojson", policy=policy)
     keep, out, _changed = check_batch(wkb, offset, ctx, stats, col)
     finish_layer(ctx, stats, col)
     return keep, out, stats, col.finish()
@@ -252,3 +253,27 @@ def test_unclosed_and_self_intersecting_counts_once() -> None:
     assert stats.invalid == 1 and stats.repaired == 1
     assert dict(stats.invalid_reasons) == {"Unclosed ring": 1, "Self-intersection": 1}
     assert [f.rule for f in findings] == ["ring-unclosed", "repaired"]
+
+
+def test_is_valid_at_warning_keeps_the_geometry_as_it_came_and_off_says_nothing() -> None:
+    keep, out, stats, findings = run([SQUARE, BOWTIE], rules={"is_valid": "warning"})
+    assert keep.tolist() == [True, True] and stats.rejected == 0 and stats.invalid == 1
+    assert [(f.rule, f.severity) for f in findings] == [("is_valid", "warning")]
+    assert shapely.equals_exact(out[1], shapely.from_wkt(BOWTIE))  # unchanged, not repaired
+    keep, _, stats, findings = run([SQUARE, BOWTIE], rules={"is_valid": "off"})
+    assert keep.tolist() == [True, True] and findings == [] and stats.invalid == 1  # still counted in stats
+
+
+def test_a_rule_raised_to_error_rejects_the_feature() -> None:
+    keep, _, _, findings = run([SQUARE, None], rules={"geometry-null": "error"})
+    assert [(f.rule, f.severity) for f in findings] == [("geometry-null", "error")]
+    assert keep.tolist() == [True, False]
+    _, _, _, findings = run([BOWTIE], "repair", rules={"repaired": "error"})
+    assert [(f.rule, f.severity) for f in findings] == [("repaired", "error")]
+
+
+def test_a_non_downgradable_rule_stays_an_error() -> None:
+    with pytest.raises(ValueError, match="cannot be set to warning"):
+        run([UNCLOSED_WKB], rules={"ring-unclosed": "warning"})
+    keep, _, _, findings = run([UNCLOSED_WKB])
+    assert keep.tolist() == [False] and [(f.rule, f.severity) for f in findings] == [("ring-unclosed", "error")]

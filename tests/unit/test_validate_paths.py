@@ -164,7 +164,8 @@ def test_validate_paths_mixed_crs_and_misaligned_rasters(tmp_path: Path) -> None
     msgs = {f.rule: f.message for f in report.set_findings}
     assert msgs["raster-grid"] == (
         "img/r3.tif: rasters not on one pixel grid: img/r3.tif origin is 0.5 px off "
-        "img/r1.tif's grid (0.5 px in x) (raster-grid)"
+        "img/r1.tif's grid (0.5 px in x); grid 2 of 2 (1 raster(s): img/r3.tif) is not grid 1 "
+        "(1 raster(s): img/r1.tif) (raster-grid)"
     )
 
 

@@ -58,7 +58,7 @@ def rules(findings) -> list[tuple[str, str]]:
 
 
 def test_header_fields(tmp_path: Path) -> None:
-    info = inspect_raster(make_tif(tmp_path / "a.tif", count=3), "img/a.tif", Policy(require_cog="ignore"))
+    info = inspect_raster(make_tif(tmp_path / "a.tif", count=3), "img/a.tif", Policy(rules={"raster-cog": "off"}))
     assert info.ok and info.findings == []
     assert (info.width, info.height, info.bands, info.dtype, info.nodata) == (64, 64, 3, "uint8", 0.0)
     assert info.transform == [10.0, 0.0, 500000.0, 0.0, -10.0, 5000000.0]
@@ -69,7 +69,7 @@ def test_header_fields(tmp_path: Path) -> None:
 
 
 def test_raster_without_crs_is_an_error(tmp_path: Path) -> None:
-    info = inspect_raster(make_tif(tmp_path / "n.tif", crs=None), "img/n.tif", Policy(require_cog="ignore"))
+    info = inspect_raster(make_tif(tmp_path / "n.tif", crs=None), "img/n.tif", Policy(rules={"raster-cog": "off"}))
     assert not info.ok
     assert [f.message for f in info.findings] == ["img/n.tif: raster has no CRS (raster-crs-missing)"]
     assert info.epsg is None and info.crs_wkt is None
@@ -79,13 +79,13 @@ def test_raster_without_crs_assumed(tmp_path: Path) -> None:
     info = inspect_raster(
         make_tif(tmp_path / "n.tif", crs=None),
         "n.tif",
-        Policy(require_cog="ignore", missing_crs="assume:EPSG:32633"),
+        Policy(rules={"raster-cog": "off"}, missing_crs="assume:EPSG:32633"),
     )
     assert info.ok and rules(info.findings) == [("raster-crs-missing", "warning")] and info.epsg == 32633
 
 
 def test_identity_transform_is_an_error(tmp_path: Path) -> None:
-    info = inspect_raster(make_tif(tmp_path / "i.tif", transform=None), "i.tif", Policy(require_cog="ignore"))
+    info = inspect_raster(make_tif(tmp_path / "i.tif", transform=None), "i.tif", Policy(rules={"raster-cog": "off"}))
     assert ("raster-transform", "error") in rules(info.findings)
     assert "i.tif: no geotransform (identity transform) (raster-transform)" in [
         f.message for f in info.findings
@@ -94,12 +94,12 @@ def test_identity_transform_is_an_error(tmp_path: Path) -> None:
 
 
 def test_nodata_unset_is_a_warning(tmp_path: Path) -> None:
-    info = inspect_raster(make_tif(tmp_path / "z.tif", nodata=None), "z.tif", Policy(require_cog="ignore"))
+    info = inspect_raster(make_tif(tmp_path / "z.tif", nodata=None), "z.tif", Policy(rules={"raster-cog": "off"}))
     assert info.ok and [f.message for f in info.findings] == ["z.tif: nodata is not set (raster-nodata)"]
     info = inspect_raster(
         make_tif(tmp_path / "z2.tif", nodata=None),
         "z2.tif",
-        Policy(require_cog="ignore", require_nodata="error"),
+        Policy(rules={"raster-cog": "off", "raster-nodata": "error"}),
     )
     assert not info.ok
 
@@ -136,7 +136,7 @@ def test_not_a_raster(tmp_path: Path) -> None:
 
 
 def _infos(tmp_path: Path, specs: dict[str, dict[str, Any]]) -> list[Any]:
-    pol = Policy(require_cog="ignore")
+    pol = Policy(rules={"raster-cog": "off"})
     return [inspect_raster(make_tif(tmp_path / name, **kw), name, pol) for name, kw in specs.items()]
 
 
@@ -150,7 +150,8 @@ def test_misaligned_rasters(tmp_path: Path) -> None:
     infos = _infos(tmp_path, {"b.tif": {"x0": 500645.0}, "a.tif": {}})
     findings = check_raster_set(infos, None, Policy())
     assert [f.message for f in findings] == [
-        "b.tif: rasters not on one pixel grid: b.tif origin is 0.5 px off a.tif's grid (0.5 px in x) (raster-grid)"
+        "b.tif: rasters not on one pixel grid: b.tif origin is 0.5 px off a.tif's grid (0.5 px in x); "
+        "grid 2 of 2 (1 raster(s): b.tif) is not grid 1 (1 raster(s): a.tif) (raster-grid)"
     ]
     assert findings[0].severity == "error"
     # a sub-tolerance difference (float noise) is not a misalignment
@@ -158,17 +159,36 @@ def test_misaligned_rasters(tmp_path: Path) -> None:
     assert check_raster_set(infos, None, Policy()) == []
     # the policy can downgrade grid problems (also passed as the second argument, contracts.md's form)
     infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"x0": 500645.0}})
-    assert [f.severity for f in check_raster_set(infos, None, Policy(require_same_grid=False))] == ["warning"]
-    assert [f.severity for f in check_raster_set(infos, Policy(require_same_grid=False))] == ["warning"]
+    assert [f.severity for f in check_raster_set(infos, None, Policy(rules={"raster-grid": "warning"}))] == ["warning"]
+    assert [f.severity for f in check_raster_set(infos, Policy(rules={"raster-grid": "warning"}))] == ["warning"]
 
 
 def test_different_crs_and_pixel_size(tmp_path: Path) -> None:
     infos = _infos(tmp_path, {"a.tif": {}, "b.tif": {"crs": "EPSG:32634"}, "c.tif": {"res": 20.0}})
     msgs = [f.message for f in check_raster_set(infos, None, Policy())]
     assert msgs == [
-        "b.tif: rasters not on one pixel grid: CRS EPSG:32634 differs from a.tif's EPSG:32633 (raster-grid)",
-        "c.tif: rasters not on one pixel grid: pixel size 20 x 20 differs from a.tif's 10 x 10 (raster-grid)",
+        "b.tif: rasters not on one pixel grid: CRS EPSG:32634 differs from a.tif's EPSG:32633; "
+        "grid 2 of 3 (1 raster(s): b.tif) is not grid 1 (1 raster(s): a.tif) (raster-grid)",
+        "c.tif: rasters not on one pixel grid: pixel size 20 x 20 differs from a.tif's 10 x 10; "
+        "grid 3 of 3 (1 raster(s): c.tif) is not grid 1 (1 raster(s): a.tif) (raster-grid)",
     ]
+
+
+def test_rasters_in_several_utm_zones_are_reported_per_grid(tmp_path: Path) -> None:
+    """A Sentinel-2-like set: tiles in two UTM zones. raster-grid=warning lets it through, one finding
+    per grid beyond the first, naming which files share it; the grids list every file."""
+    from terrasnap.engine.validate.raster import raster_grids
+
+    infos = _infos(tmp_path, {"t1.tif": {}, "t2.tif": {"x0": 500640.0}, "t3.tif": {"crs": "EPSG:32634"},
+                              "t4.tif": {"crs": "EPSG:32634", "x0": 500640.0}, "t5.tif": {"y0": 4999970.0}})
+    findings = check_raster_set(infos, None, Policy(rules={"raster-grid": "warning"}))
+    assert [(f.rule, f.severity, f.path, f.count) for f in findings] == [("raster-grid", "warning", "t3.tif", 2)]
+    assert "grid 2 of 2 (2 raster(s): t3.tif, t4.tif) is not grid 1 (3 raster(s): t1.tif, t2.tif, t5.tif)" in \
+        findings[0].message
+    assert [(g.crs_label, [i.path for i in g.files]) for g in raster_grids(infos)] == [
+        ("EPSG:32633", ["t1.tif", "t2.tif", "t5.tif"]), ("EPSG:32634", ["t3.tif", "t4.tif"])]
+    assert [f.severity for f in check_raster_set(infos, None, Policy())] == ["error"]
+    assert check_raster_set(infos, None, Policy(rules={"raster-grid": "off"})) == []
 
 
 def test_dtype_and_band_count_consistency(tmp_path: Path) -> None:
@@ -203,7 +223,19 @@ def test_nan_nodata_float_raster(tmp_path: Path) -> None:
     import math
 
     info = inspect_raster(make_tif(tmp_path / "f.tif", dtype="float32", nodata=float("nan")), "f.tif",
-                          Policy(require_cog="ignore"))
+                          Policy(rules={"raster-cog": "off"}))
     assert info.ok and info.findings == []  # NaN is a set nodata, not a missing one
     assert info.nodata is not None and math.isnan(info.nodata)
     assert math.isnan(info.summary()["nodata"]) and info.dtype == "float32"
+
+
+def test_a_tif_holding_a_vrt_is_not_opened_as_one(tmp_path: Path) -> None:
+    """GDAL opens by content: a .tif that is really a VRT could read any file the process can."""
+    secret = make_tif(tmp_path / "secret.tif")
+    evil = tmp_path / "evil.tif"
+    evil.write_text(f'<VRTDataset rasterXSize="64" rasterYSize="64"><VRTRasterBand dataType="Byte" band="1">'
+                    f'<SimpleSource><SourceFilename relativeToVRT="0">{secret}</SourceFilename>'
+                    f'<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
+    info = inspect_raster(evil, "evil.tif")
+    assert [(f.rule, f.severity) for f in info.findings] == [("parse", "error")]
+    assert "cannot open raster as GTiff" in info.findings[0].message and info.driver is None

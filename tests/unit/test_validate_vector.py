@@ -94,7 +94,7 @@ def test_missing_crs_reject(tmp_path: Path) -> None:
     r = validate_vector(src, Policy(), "labels/nocrs.shp", tmp_path / "out.parquet")
     assert rules(r) == [("crs-missing", "error")]
     assert (
-        "labels/nocrs.shp: no CRS" in r.findings[0].message and "missing_crs=reject" in r.findings[0].message
+        "labels/nocrs.shp: no CRS" in r.findings[0].message and "missingCRS=reject" in r.findings[0].message
     )
     assert r.layers[0].epsg is None and r.layers[0].crs_wkt is None
     assert not (tmp_path / "out.parquet").exists()
@@ -238,6 +238,14 @@ def test_rfc7946_projected_crs_member_is_an_error(tmp_path: Path) -> None:
     assert "declares urn:ogc:def:crs:EPSG::3857 through the legacy 'crs' member" in r.findings[0].message
     assert "coordinates look projected (x 0..1000000, y 0..1000000)" in r.findings[0].message
     assert r.layers[0].epsg == 3857 and not (tmp_path / "p.parquet").exists()
+    # rfc7946-crs=warning: the declared CRS is used and the layer reprojected to the target
+    r = validate_vector(src, Policy(rules={"rfc7946-crs": "warning"}), "p.geojson", tmp_path / "p.parquet")
+    assert rules(r) == [("rfc7946-crs", "warning")] and r.ok
+    assert r.layers[0].target_epsg == 4326 and (tmp_path / "p.parquet").exists()
+    lon_lat = gpd.read_parquet(tmp_path / "p.parquet").total_bounds
+    assert 0 <= lon_lat[0] < lon_lat[2] < 9 and 0 <= lon_lat[1] < lon_lat[3] < 9  # 1e6 m is about 8.98 degrees
+    r = validate_vector(src, Policy(rules={"rfc7946-crs": "off"}), "p.geojson")
+    assert r.findings == []
 
 
 def test_projected_coordinates_without_crs_member(tmp_path: Path) -> None:
@@ -389,7 +397,8 @@ def test_check_vector_set_mixed_crs(tmp_path: Path) -> None:
         "c.gpkg: CRS EPSG:32633 differs from a.geojson's EPSG:4326 (2 of the layers "
         "use that); mixed CRSs across files (crs-mixed)"
     )
-    assert [f.severity for f in check_vector_set(results, Policy(mixed_crs="warn"))] == ["warning"]
+    assert [f.severity for f in check_vector_set(results, Policy(rules={"crs-mixed": "warning"}))] == ["warning"]
+    assert check_vector_set(results, Policy(rules={"crs-mixed": "off"})) == []
     assert check_vector_set(results[1:], Policy()) == []
 
 

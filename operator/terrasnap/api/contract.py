@@ -1,6 +1,7 @@
 """The contract between the `terrasnap` command (engine), the operator and the GC, written once.
 
-Pure: standard library only. engine/errors.py, cli.py, planner/job.py, planner/status.py, api/models.py and
+Pure: standard library only (and the validation policy's schema beside it, `terrasnap.api.policy`, re-exported
+as `contract.policy`). engine/errors.py, cli.py, planner/job.py, planner/status.py, api/models.py and
 engine/source.py import it; nothing restates it (tests/unit/test_contract.py checks). docs/contracts.md
 describes it for people.
 """
@@ -8,6 +9,10 @@ describes it for people.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+# The validation policy is part of the contract too (spec.validation, the engine's --policy file and --rule
+# flags): contract.policy.RULES, .FIELDS, .validation_schema().
+from terrasnap.api import policy as policy
 
 # -- exit codes of the `terrasnap` command -----------------------------------------------------------------
 
@@ -126,5 +131,3 @@ def check_subpath(path: str) -> str:
         raise ValueError("must be a relative path without '..'")
     return path.strip("/")
 
-
-# policy schema: terrasnap.api.policy

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from terrasnap.api import contract
+from terrasnap.api import policy as policy_schema
 from terrasnap.api.durations import parse_duration
 
-_EPSG = re.compile(r"^EPSG:[0-9]+$")
-_MISSING_CRS = re.compile(r"^(reject|assume:EPSG:[0-9]+)$")
 _CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
-INVALID_GEOMETRY = ("reject", "repair", "skip")
+INVALID_GEOMETRY = policy_schema.INVALID_GEOMETRY_CHOICES
 
 
 class SpecError(ValueError):
@@ -149,31 +148,45 @@ class Source:
 
 @dataclass(frozen=True)
 class ValidationPolicy:
-    target_crs: str = "EPSG:4326"
-    invalid_geometry: str = "reject"
-    missing_crs: str = "reject"
+    """spec.validation, checked against the one policy schema (api/policy.py) the CRD is made from."""
+
+    target_crs: str = policy_schema.FIELD_BY_NAME["targetCRS"].default
+    invalid_geometry: str = policy_schema.FIELD_BY_NAME["invalidGeometry"].default
+    missing_crs: str = policy_schema.FIELD_BY_NAME["missingCRS"].default
+    rules: Mapping[str, str] = field(default_factory=dict)  # as written in the spec: rule -> level
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ValidationPolicy:
-        policy = cls(
-            target_crs=_str(data, "targetCRS", cls.target_crs) or cls.target_crs,
-            invalid_geometry=_str(data, "invalidGeometry", cls.invalid_geometry) or cls.invalid_geometry,
-            missing_crs=_str(data, "missingCRS", cls.missing_crs) or cls.missing_crs,
-        )
-        if not _EPSG.match(policy.target_crs):
-            raise SpecError("validation.targetCRS must look like EPSG:4326")
-        if policy.invalid_geometry not in INVALID_GEOMETRY:
-            raise SpecError("validation.invalidGeometry must be one of reject, repair, skip")
-        if not _MISSING_CRS.match(policy.missing_crs):
-            raise SpecError("validation.missingCRS must be reject or assume:EPSG:<code>")
-        return policy
+        try:
+            policy_schema.check_spec_fields(data)
+        except policy_schema.PolicyError as exc:
+            raise SpecError(str(exc)) from None
+        values: dict[str, str] = {}
+        for f in policy_schema.FIELDS:
+            value = _str(data, f.name, f.default) or f.default
+            if f.choices and value not in f.choices:
+                raise SpecError(f"validation.{f.name} must be one of {', '.join(f.choices)}")
+            if f.pattern and not re.match(f.pattern, value):
+                raise SpecError(f"validation.{f.name}: {value!r} does not match {f.pattern} ({f.description})")
+            values[f.name] = value
+        raw_rules = data.get(policy_schema.RULES_FIELD) or {}
+        try:
+            policy_schema.resolve_levels(raw_rules, "validation.rules")
+        except policy_schema.PolicyError as exc:
+            raise SpecError(str(exc)) from None
+        return cls(target_crs=values["targetCRS"], invalid_geometry=values["invalidGeometry"],
+                   missing_crs=values["missingCRS"], rules=dict(sorted(raw_rules.items())))
 
     def arguments(self) -> list[str]:
-        return [
+        """The engine's policy flags (every field, and one --rule per rule the spec sets)."""
+        args = [
             "--target-crs", self.target_crs,
             "--invalid-geometry", self.invalid_geometry,
             "--missing-crs", self.missing_crs,
         ]  # fmt: skip
+        for rule, level in sorted(self.rules.items()):
+            args += [policy_schema.RULE_FLAG, f"{rule}={level}"]
+        return args
 
 
 @dataclass(frozen=True)

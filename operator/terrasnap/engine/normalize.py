@@ -21,11 +21,11 @@ import pyarrow.parquet as pq
 import shapely
 from pyproj import CRS
 
+from terrasnap.engine.formats import GEOPARQUET_TYPE_NAMES, MULTI_OF
+
 GEOPARQUET_VERSION = "1.1.0"
 GEOMETRY_COLUMN = "geometry"
 BBOX_COLUMN = "bbox"
-_TYPE_NAMES = {0: "Point", 1: "LineString", 2: "LineString", 3: "Polygon", 4: "MultiPoint",
-               5: "MultiLineString", 6: "MultiPolygon", 7: "GeometryCollection"}
 # Fixed writer settings: changing any of them changes every snapshot's bytes (and ids).
 WRITER_OPTIONS: dict[str, Any] = {
     "compression": "zstd",
@@ -78,8 +78,7 @@ def encode_wkb(geoms: np.ndarray) -> pa.Array:
     return pa.array(shapely.to_wkb(geoms, **WKB_OPTIONS), pa.binary())
 
 
-_MULTI_OF = {"Point": ("MultiPoint", 1, 4), "LineString": ("MultiLineString", 2, 5),
-             "Polygon": ("MultiPolygon", 3, 6)}
+_MULTI_OF = MULTI_OF
 
 
 def _promotion(types: set[str]) -> tuple[int, int, str] | None:
@@ -129,7 +128,7 @@ class GeoParquetWriter:
         type_ids = shapely.get_type_id(geoms)
         has_z = shapely.has_z(geoms)
         for t, z in set(zip(type_ids.tolist(), has_z.tolist(), strict=True)):
-            self._types.add(_TYPE_NAMES[t] + (" Z" if z else ""))
+            self._types.add(GEOPARQUET_TYPE_NAMES[t] + (" Z" if z else ""))
         bounds = shapely.bounds(geoms)
         b = [float(bounds[:, 0].min()), float(bounds[:, 1].min()), float(bounds[:, 2].max()),
              float(bounds[:, 3].max())]

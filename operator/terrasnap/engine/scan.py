@@ -7,11 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from terrasnap.engine.errors import SourceUnavailable, ValidationFailed
+from terrasnap.engine.formats import raster_format, vector_format
 
-VECTOR_SUFFIXES = (".geojson", ".json", ".gpkg", ".shp", ".fgb", ".geoparquet", ".parquet")
-RASTER_SUFFIXES = (".tif", ".tiff")
-# Side files of a shapefile are part of the layer, not opaque assets of their own.
-SHAPEFILE_SIDECARS = (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx")
 IGNORED_DIRS = {".git", ".dvc"}
 # DVC's own files describe the source's pipeline; they are recorded beside the manifest, not as data.
 IGNORED_FILES = {".gitignore", ".dvcignore", "dvc.yaml", "dvc.lock"}
@@ -25,10 +22,9 @@ class Entry:
 
 
 def classify(rel: str) -> str:
-    lower = rel.lower()
-    if lower.endswith(RASTER_SUFFIXES):
+    if raster_format(rel):
         return "raster"
-    if lower.endswith(VECTOR_SUFFIXES):
+    if vector_format(rel):
         return "vector"  # a plain .json may still turn out "other": scan() looks at its head
     return "other"
 

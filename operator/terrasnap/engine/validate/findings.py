@@ -7,9 +7,13 @@ finding; `counts` stay exact either way, and the finding counts always add up to
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal, SupportsIndex
+from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
+
+if TYPE_CHECKING:
+    from terrasnap.engine.validate.policy import Policy
 
 Severity = Literal["error", "warning"]
 MAX_EXAMPLES = 10
@@ -62,12 +66,26 @@ def count_map(findings: Iterable[Finding]) -> dict[str, dict[str, int]]:
     return {r: dict(sorted(s.items())) for r, s in sorted(out.items())}
 
 
+def severity_of(policy: Policy | None, rule: str, hint: bool = False) -> Severity | None:
+    """A finding's severity under `policy` (None: the default policy); None when the rule is off."""
+    return (policy or _default_policy()).severity(rule, hint)
+
+
+@functools.cache
+def _default_policy() -> Policy:
+    from terrasnap.engine.validate.policy import Policy  # policy.py imports this module
+
+    return Policy()
+
+
 @dataclass
 class Collector:
-    """Accumulates findings for one file/layer, capping per-feature examples per (rule, severity)."""
+    """Accumulates findings for one file/layer, capping per-feature examples per (rule, severity).
+    Every finding's severity comes from the policy's level for its rule (off: not emitted)."""
 
     path: str
     layer: str | None = None
+    policy: Policy | None = None  # None: the default policy
     max_examples: int = MAX_EXAMPLES
     findings: list[Finding] = field(default_factory=list)
     _examples: dict[tuple[str, Severity], int] = field(default_factory=dict)
@@ -97,20 +115,27 @@ class Collector:
         fid = self._id_of(feature)
         return f"{loc}: feature {feature}" + (f" (id={fid})" if fid is not None else "")
 
-    def add(self, rule: str, severity: Severity, what: str, feature: SupportsIndex | None = None,
-            count: int = 1) -> None:
-        """`what` is the rule-specific text; location and rule name are added here."""
-        if count <= 0:
-            return
+    def severity(self, rule: str, hint: bool = False) -> Severity | None:
+        return severity_of(self.policy, rule, hint)
+
+    def add(self, rule: str, what: str, feature: SupportsIndex | None = None, count: int = 1, *,
+            hint: bool = False) -> Severity | None:
+        """Record a finding of `rule`; returns its severity under the policy (None: the rule is off).
+        `what` is the rule-specific text; location and rule name are added here. A hint is a note
+        beside the rule's verdict (e.g. "assuming EPSG:32633"): at most a warning."""
+        severity = self.severity(rule, hint)
+        if count <= 0 or severity is None:
+            return severity
         feature = None if feature is None else feature.__index__()  # numpy ints -> int
         key: tuple[str, Severity] = (rule, severity)
         if feature is not None and count == 1 and self._examples.get(key, 0) >= self.max_examples:
             over = self._overflow.setdefault(key, [0, feature])
             over[0] += 1
-            return
+            return severity
         self._examples[key] = self._examples.get(key, 0) + 1
         self.findings.append(Finding(rule, severity, self.path, f"{self.where(feature)}: {what} ({rule})",
                                      count, feature, self.layer))
+        return severity
 
     def finish(self) -> list[Finding]:
         for (rule, severity), (n, first) in sorted(self._overflow.items()):

@@ -20,19 +20,19 @@ import shapely
 from pyproj import CRS, Transformer
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-from terrasnap.engine.validate.findings import Collector, Finding, Severity, count_map, sort_key
+from terrasnap.engine.formats import raster_format
+from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import crs_is_same, fmt
 from terrasnap.engine.validate.vector import crs_fields
 
-RASTER_EXTENSIONS = (".tif", ".tiff", ".gtiff")
 GRID_TOLERANCE_PX = 1e-6
 _PIXEL_SIZE_RTOL = 1e-9
 _COG_MIN_SIZE = 512  # GDAL's COG driver makes no overviews below this size; none needed
 
 
 def is_raster_path(path: str | os.PathLike[str]) -> bool:
-    return os.fspath(path).lower().endswith(RASTER_EXTENSIONS)
+    return raster_format(os.fspath(path)) is not None
 
 
 @dataclass
@@ -87,10 +87,6 @@ class RasterInfo:
                 "findings": [f.to_dict() for f in sorted(self.findings, key=sort_key)]}
 
 
-def _level_severity(level: str) -> Severity | None:
-    return {"error": "error", "warn": "warning"}.get(level)  # type: ignore[return-value]
-
-
 def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
                    policy: Policy | None = None) -> RasterInfo:
     """Read one raster's header and judge it alone. Never raises for bad data."""
@@ -98,11 +94,13 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
     path = os.fspath(path)
     rel = rel_path or os.path.basename(path)
     info = RasterInfo(rel)
-    col = Collector(rel)
+    col = Collector(rel, policy=policy)
+    # only the driver the extension names: GDAL opens by content, and a .tif holding a VRT could read any file
+    driver = raster_format(path) or "GTiff"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(path) as src:
+            with rasterio.open(path, driver=driver) as src:
                 info.driver = src.driver
                 info.width, info.height, info.bands = src.width, src.height, src.count
                 info.dtypes = list(src.dtypes)
@@ -116,16 +114,16 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
                 t = src.transform
                 gcps, _ = src.gcps
     except RasterioIOError as exc:
-        col.add("parse", "error", f"cannot open raster: {exc}")
+        col.add("parse", f"cannot open raster as {driver} (the format its extension names): {exc}")
         info.findings = col.finish()
         return info
 
     if crs is None:
         assumed = policy.assumed_crs
         if assumed is None or gcps:
-            col.add("raster-crs-missing", "error", "raster has no CRS")
+            col.add("raster-crs-missing", "raster has no CRS")
         else:
-            col.add("raster-crs-missing", "warning", f"raster has no CRS; assuming {assumed} (policy missing_crs)")
+            col.add("raster-crs-missing", f"raster has no CRS; assuming {assumed} (policy missingCRS)", hint=True)
             info.crs_wkt, info.crs_projjson, info.epsg = crs_fields(CRS.from_user_input(assumed)).values()
     else:
         pcrs = CRS.from_wkt(crs.to_wkt())
@@ -134,17 +132,16 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
 
     if t.is_identity:
         what = "georeferenced by GCPs only (no geotransform)" if gcps else "no geotransform (identity transform)"
-        col.add("raster-transform", "error", what)
+        col.add("raster-transform", what)
     elif t.a == 0 or t.e == 0:
-        col.add("raster-transform", "error", f"degenerate geotransform {tuple(t)[:6]}")
+        col.add("raster-transform", f"degenerate geotransform {tuple(t)[:6]}")
     else:
         info.transform = [float(v) for v in tuple(t)[:6]]
         if t.b != 0 or t.d != 0:
-            col.add("raster-rotated", "warning", f"rotated/sheared geotransform (b={fmt(t.b)}, d={fmt(t.d)})")
+            col.add("raster-rotated", f"rotated/sheared geotransform (b={fmt(t.b)}, d={fmt(t.d)})")
 
-    sev = _level_severity(policy.require_nodata)
-    if sev and info.nodata is None:
-        col.add("raster-nodata", sev, "nodata is not set")
+    if info.nodata is None:
+        col.add("raster-nodata", "nodata is not set")
 
     problems = []
     if not info.tiled:
@@ -155,9 +152,8 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
         problems.append(f"layout {info.layout}")
     problems += layout_problems
     info.cog = not problems
-    sev = _level_severity(policy.require_cog)
-    if sev and problems:
-        col.add("raster-cog", sev, f"not a Cloud-Optimized GeoTIFF: {', '.join(problems)}")
+    if problems:
+        col.add("raster-cog", f"not a Cloud-Optimized GeoTIFF: {', '.join(problems)}")
     info.findings = col.finish()
     return info
 
@@ -213,50 +209,99 @@ def footprint_union(infos: Sequence[RasterInfo], target: CRS) -> Any | None:
 
 # --- the set ----------------------------------------------------------------------------------------
 
+@dataclass
+class Grid:
+    """Rasters on one pixel grid: one CRS, one pixel size, origins a whole number of pixels apart."""
+
+    number: int  # 1-based, in path order of each grid's first raster
+    crs: CRS
+    crs_label: str
+    pixel: tuple[float, float]  # (a, e) of the geotransform: x size and (negative) y size
+    origin: tuple[float, float]  # (c, f) of the grid's first raster
+    files: list[RasterInfo] = field(default_factory=list)
+
+    def offset_px(self, info: RasterInfo) -> tuple[float, float]:
+        """How far info's origin is off this grid, in pixels (0 <= v < 0.5 per axis)."""
+        assert info.transform is not None
+        dx = (info.transform[2] - self.origin[0]) / self.pixel[0]
+        dy = (info.transform[5] - self.origin[1]) / self.pixel[1]
+        return abs(dx - round(dx)), abs(dy - round(dy))
+
+    def holds(self, info: RasterInfo) -> bool:
+        assert info.transform is not None and info.crs_wkt is not None
+        a, e = info.transform[0], info.transform[4]
+        return (crs_is_same(CRS.from_wkt(info.crs_wkt), self.crs)
+                and math.isclose(a, self.pixel[0], rel_tol=_PIXEL_SIZE_RTOL)
+                and math.isclose(e, self.pixel[1], rel_tol=_PIXEL_SIZE_RTOL)
+                and max(self.offset_px(info)) <= GRID_TOLERANCE_PX)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"grid": self.number, "crs": self.crs_label, "pixel_size": [abs(self.pixel[0]), abs(self.pixel[1])],
+                "origin": list(self.origin), "files": [i.path for i in self.files]}
+
+
+def raster_grids(infos: Sequence[RasterInfo]) -> list[Grid]:
+    """The pixel grids of the georeferenced rasters, each with the files on it (path order throughout:
+    grid 1 is the first raster's, the reference)."""
+    grids: list[Grid] = []
+    for info in sorted((i for i in infos if i.georeferenced), key=lambda i: i.path):
+        grid = next((g for g in grids if g.holds(info)), None)
+        if grid is None:
+            assert info.transform is not None and info.crs_wkt is not None
+            t = info.transform
+            grid = Grid(len(grids) + 1, CRS.from_wkt(info.crs_wkt), _crs_label(info), (t[0], t[4]), (t[2], t[5]))
+            grids.append(grid)
+        grid.files.append(info)
+    return grids
+
+
+def _names(files: Sequence[RasterInfo], limit: int = 10) -> str:
+    names = ", ".join(i.path for i in files[:limit])
+    return names + (f" (+{len(files) - limit} more)" if len(files) > limit else "")
+
+
+def _grid_difference(grid: Grid, ref: Grid) -> str:
+    """How a grid's first raster differs from the reference grid's first raster."""
+    first, ref_first = grid.files[0], ref.files[0]
+    if not crs_is_same(grid.crs, ref.crs):
+        return f"CRS {grid.crs_label} differs from {ref_first.path}'s {ref.crs_label}"
+    (a, e), (ra, re_) = grid.pixel, ref.pixel
+    if not (math.isclose(a, ra, rel_tol=_PIXEL_SIZE_RTOL) and math.isclose(e, re_, rel_tol=_PIXEL_SIZE_RTOL)):
+        return (f"pixel size {fmt(a)} x {fmt(abs(e))} differs from {ref_first.path}'s "
+                f"{fmt(ra)} x {fmt(abs(re_))}")
+    off_x, off_y = ref.offset_px(first)
+    axes = ", ".join(f"{fmt(v)} px in {axis}" for v, axis in ((off_x, "x"), (off_y, "y")) if v > GRID_TOLERANCE_PX)
+    return f"{first.path} origin is {fmt(max(off_x, off_y))} px off {ref_first.path}'s grid ({axes})"
+
+
 def check_raster_set(infos: Sequence[RasterInfo],
                      vector_bboxes: Mapping[str, Sequence[float]] | Policy | None = None,
                      policy: Policy | None = None) -> list[Finding]:
-    """Rules across rasters (one grid) and between rasters and labels.
+    """Rules across rasters (one grid) and between rasters and labels, at the policy's levels.
 
     vector_bboxes: label file path -> bbox [xmin, ymin, xmax, ymax] in the policy's target CRS.
     Compared in the target CRS. Files are taken in path order so the reference raster is stable.
-    `check_raster_set(infos, policy)` (docs/contracts.md's short form) works too.
+    Rasters on several grids give one raster-grid finding per grid besides the first (the reference),
+    naming the files on it (count: how many). `check_raster_set(infos, policy)` works too.
     """
     if isinstance(vector_bboxes, Policy):
         vector_bboxes, policy = None, vector_bboxes
     policy = policy or Policy()
-    grid_sev: Severity = "error" if policy.require_same_grid else "warning"
     out: list[Finding] = []
     geo = sorted((i for i in infos if i.georeferenced), key=lambda i: i.path)
 
-    def add(rule: str, sev: Severity, path: str, what: str, count: int = 1) -> None:
-        out.append(Finding(rule, sev, path, f"{path}: {what} ({rule})", count))
+    def add(rule: str, path: str, what: str, count: int = 1) -> None:
+        sev = policy.severity(rule)
+        if sev is not None:
+            out.append(Finding(rule, sev, path, f"{path}: {what} ({rule})", count))
 
-    if geo:
-        ref = geo[0]
-        ref_crs = CRS.from_wkt(ref.crs_wkt or "")
-        assert ref.transform is not None
-        ra, _, rc, _, re_, rf = ref.transform
-        for other in geo[1:]:
-            assert other.transform is not None
-            if not crs_is_same(CRS.from_wkt(other.crs_wkt or ""), ref_crs):
-                add("raster-grid", grid_sev, other.path,
-                    f"rasters not on one pixel grid: CRS {_crs_label(other)} differs from {ref.path}'s {_crs_label(ref)}")
-                continue
-            a, _, c, _, e, f = other.transform
-            if not (math.isclose(a, ra, rel_tol=_PIXEL_SIZE_RTOL) and math.isclose(e, re_, rel_tol=_PIXEL_SIZE_RTOL)):
-                add("raster-grid", grid_sev, other.path,
-                    f"rasters not on one pixel grid: pixel size {fmt(a)} x {fmt(abs(e))} differs from "
-                    f"{ref.path}'s {fmt(ra)} x {fmt(abs(re_))}")
-                continue
-            dx, dy = (c - rc) / ra, (f - rf) / re_
-            off_x, off_y = abs(dx - round(dx)), abs(dy - round(dy))
-            if max(off_x, off_y) > GRID_TOLERANCE_PX:
-                axes = ", ".join(f"{fmt(v)} px in {axis}" for v, axis in ((off_x, "x"), (off_y, "y"))
-                                 if v > GRID_TOLERANCE_PX)
-                add("raster-grid", grid_sev, other.path,
-                    f"rasters not on one pixel grid: {other.path} origin is {fmt(max(off_x, off_y))} px off "
-                    f"{ref.path}'s grid ({axes})")
+    grids = raster_grids(geo)
+    for grid in grids[1:]:
+        ref = grids[0]
+        add("raster-grid", grid.files[0].path,
+            f"rasters not on one pixel grid: {_grid_difference(grid, ref)}; grid {grid.number} of {len(grids)} "
+            f"({len(grid.files)} raster(s): {_names(grid.files)}) is not grid 1 ({len(ref.files)} raster(s): "
+            f"{_names(ref.files)})", len(grid.files))
     allr = sorted(infos, key=lambda i: i.path)
     for attr, label in (("dtype", "dtype"), ("bands", "band count")):
         values = {getattr(i, attr) for i in allr if i.bands}
@@ -264,7 +309,7 @@ def check_raster_set(infos: Sequence[RasterInfo],
             first = next(i for i in allr if i.bands)
             for i in allr:
                 if i.bands and getattr(i, attr) != getattr(first, attr):
-                    add("raster-consistency", "warning", i.path,
+                    add("raster-consistency", i.path,
                         f"{label} {getattr(i, attr)} differs from {first.path}'s {getattr(first, attr)}")
 
     if vector_bboxes and geo:
@@ -276,7 +321,7 @@ def check_raster_set(infos: Sequence[RasterInfo],
                        if b is not None and not shapely.covered_by(shapely.box(*b), union)]
             for p in outside:
                 b = vector_bboxes[p]
-                add("footprint", "warning", p,
+                add("footprint", p,
                     f"labels extend outside the imagery footprint: bbox ({', '.join(fmt(v) for v in b)}) "
                     f"is not within the union of {len(geo)} raster(s)")
     return out

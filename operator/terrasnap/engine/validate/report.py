@@ -21,7 +21,13 @@ import shapely
 from terrasnap.engine.normalize import normalized_relpath
 from terrasnap.engine.validate.findings import Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
-from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, footprint_union, inspect_raster
+from terrasnap.engine.validate.raster import (
+    RasterInfo,
+    check_raster_set,
+    footprint_union,
+    inspect_raster,
+    raster_grids,
+)
 from terrasnap.engine.validate.vector import VectorResult, check_vector_set, validate_vector
 
 PathLike = str | os.PathLike[str]
@@ -83,7 +89,12 @@ class Report:
             "files": sorted(files, key=lambda d: d["path"]),
             "findings": [f.to_dict() for f in self.findings],
             "set_findings": [f.to_dict() for f in sorted(self.set_findings, key=sort_key)],
+            "grids": self.grids(),
         }
+
+    def grids(self) -> list[dict[str, Any]]:
+        """The rasters' pixel grids and which files share each (raster-grid reports all but the first)."""
+        return [g.to_dict() for g in raster_grids(self.rasters)]
 
 
 def _split(arg: FileArg, root: PathLike | None) -> tuple[str, str]:
@@ -149,9 +160,11 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
         elif union is not None:
             raise ValueError(f"footprint is not finite in {policy.target_crs}")
     except Exception as exc:  # labels are then simply not checked against the imagery
-        footprint_findings.append(Finding("footprint", "warning", "",
-                                          f"imagery footprint could not be computed in {policy.target_crs}: {exc}; "
-                                          "labels not checked against it (footprint)"))
+        sev = policy.severity("footprint", hint=True)
+        if sev is not None:
+            footprint_findings.append(Finding("footprint", sev, "",
+                                              f"imagery footprint could not be computed in {policy.target_crs}: "
+                                              f"{exc}; labels not checked against it (footprint)"))
 
     jobs = []
     for a in vector_paths:

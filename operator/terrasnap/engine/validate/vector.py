@@ -29,6 +29,7 @@ import shapely
 from pyogrio.raw import open_arrow
 from pyproj import CRS
 
+from terrasnap.engine.formats import declared_multi, vector_format
 from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.geojson import feature_runs, features_start
@@ -44,15 +45,13 @@ from terrasnap.engine.validate.rules import (
 )
 
 BATCH_SIZE = 65_536
-VECTOR_EXTENSIONS = {".geojson": "GeoJSON", ".json": "GeoJSON", ".gpkg": "GPKG", ".shp": "ESRI Shapefile",
-                     ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geoparquet": "GeoParquet"}
 _HEAD_BYTES = 1 << 20
 _TAIL_BYTES = 1 << 16
 _WGS84 = CRS.from_epsg(4326)
 
 
 def is_vector_path(path: str | os.PathLike[str]) -> bool:
-    return Path(path).suffix.lower() in VECTOR_EXTENSIONS
+    return vector_format(os.fspath(path)) is not None
 
 
 def crs_fields(crs: CRS | None) -> dict[str, Any]:
@@ -423,9 +422,27 @@ def _json_error(path: str) -> str | None:
 
 # --- the pass ---------------------------------------------------------------------------------------
 
-def _promote_type(declared: str | None) -> int | None:
-    base = (declared or "").replace(" Z", "").replace(" M", "").replace("25D", "").strip()
-    return {"MultiPolygon": 6, "MultiLineString": 5, "MultiPoint": 4}.get(base)
+@dataclass
+class _FileRun:
+    """What one validate_vector call shares between its steps."""
+
+    path: str
+    rel: str
+    policy: Policy
+    fmt_name: str | None
+    layer_names: list[str | None]
+    out_path: str | os.PathLike[str] | None
+    batch_size: int
+    footprint: Any  # prepared shapely geometry in the target CRS, or None
+    crs_member: tuple[bool, Any] = (False, None)
+
+    @property
+    def geojson(self) -> bool:
+        return self.fmt_name == "GeoJSON"
+
+    def read_error(self, fallback: str) -> str:
+        """Python's JSON message for a GeoJSON GDAL could not read (clearer), else `fallback`."""
+        return (_json_error(self.path) if self.geojson else None) or fallback
 
 
 def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, rel_path: str | None = None,
@@ -437,153 +454,186 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
     out_path: GeoParquet destination for a single-layer file. For a multi-layer file (GeoPackage) each
     layer goes to `<out_path minus .parquet>.<layer>.parquet` (see normalize.normalized_relpath).
     Nothing is written if the file has errors. footprint: WKB of the imagery footprint in the target
-    CRS, to count labels outside it. Never raises for bad data: everything becomes a Finding.
+    CRS, to count labels outside it. Never raises for bad data: everything becomes a Finding, at the
+    policy's level for its rule.
     """
     policy = policy or Policy()
     path = os.fspath(path)
     rel = rel_path or os.path.basename(path)
-    result = VectorResult(rel)
-    col = Collector(rel)
-    ext = Path(path).suffix.lower()
-    fmt_name = VECTOR_EXTENSIONS.get(ext)
-    result.format = fmt_name
-
-    def fail(what: str, rule: str = "parse") -> VectorResult:
-        col.add(rule, "error", what)
+    result = VectorResult(rel, format=vector_format(path))
+    col = Collector(rel, policy=policy)
+    try:
+        layer_names, crs_member = _open_file(path, result.format)
+    except _FileFailed as exc:
+        col.add(exc.rule, exc.what)
         result.findings = col.finish()
         return result
-
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        return fail(f"unreadable: {exc.strerror or exc}")
-    if size == 0:
-        return fail("empty file (0 bytes)")
-
-    try:
-        # Only a GeoPackage has several layers; listing a GeoJSON's layers costs GDAL a full parse.
-        layer_names: list[str | None] = list(_ogr_layers(path)) if fmt_name == "GPKG" else [None]
-    except Exception as exc:  # pyogrio DataSourceError etc.: GDAL's message is what the user needs
-        msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot open: {exc}"
-        return fail(msg)
-    if not layer_names:
-        return fail("no layers in file")
-
-    target = policy.target
-    assumed = policy.assumed_crs
     fp = None
     if footprint is not None:
         fp = shapely.from_wkb(footprint)
         shapely.prepare(fp)
+    run = _FileRun(path, rel, policy, result.format, layer_names, out_path, batch_size, fp, crs_member)
+    writers: list[tuple[GeoParquetWriter, LayerResult]] = []
+    with ExitStack() as stack:
+        for lname in layer_names:
+            _validate_layer(run, lname, stack, result, writers)
+        if result.ok:
+            _commit(run, writers)
+    return result
+
+
+class _FileFailed(Exception):
+    def __init__(self, what: str, rule: str = "parse") -> None:
+        super().__init__(what)
+        self.what, self.rule = what, rule
+
+
+def _open_file(path: str, fmt_name: str | None) -> tuple[list[str | None], tuple[bool, Any]]:
+    """The whole-file checks before any layer is read: (layer names, GeoJSON crs member);
+    _FileFailed says why the file cannot be read at all."""
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise _FileFailed(f"unreadable: {exc.strerror or exc}") from None
+    if size == 0:
+        raise _FileFailed("empty file (0 bytes)")
+    try:
+        # Only a GeoPackage has several layers; listing a GeoJSON's layers costs GDAL a full parse.
+        layer_names: list[str | None] = list(_ogr_layers(path)) if fmt_name == "GPKG" else [None]
+    except Exception as exc:  # pyogrio DataSourceError etc.: GDAL's message is what the user needs
+        raise _FileFailed((_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot open: {exc}") from None
+    if not layer_names:
+        raise _FileFailed("no layers in file")
     crs_member: tuple[bool, Any] = (False, None)
     if fmt_name == "GeoJSON":
         crs_member = geojson_crs_member(path)
         nonfinite = json_nonfinite_literals(path)
         if nonfinite:
             count, first = nonfinite
-            return fail(f"{count} NaN/Infinity number literal(s), first at byte {first}: not JSON (RFC 8259), and "
-                        "GDAL reads such a point as an empty geometry, silently losing it", "coord-nonfinite")
+            raise _FileFailed(f"{count} NaN/Infinity number literal(s), first at byte {first}: not JSON (RFC 8259), "
+                              "and GDAL reads such a point as an empty geometry, silently losing it",
+                              "coord-nonfinite")
+    return layer_names, crs_member
 
-    writers: list[tuple[GeoParquetWriter, LayerResult]] = []
-    with ExitStack() as stack:
-        for lname in layer_names:
-            lcol = Collector(rel, layer=lname if len(layer_names) > 1 else None)
-            lres = LayerResult(lname)
-            result.layers.append(lres)
-            try:
-                layer = (_open_geoparquet(path, batch_size) if fmt_name == "GeoParquet"
-                         else _open_ogr(stack, path, lname, batch_size, fmt_name == "GeoJSON", crs_member))
-            except NotGeoParquet as exc:
-                # a data table next to the labels is legitimate: kept as a raw file, not normalized
-                result.layers.pop()
-                lcol.add("not-geoparquet", "warning", f"{exc}; kept as a raw file, not normalized")
-                result.findings.extend(lcol.finish())
-                continue
-            except Exception as exc:
-                msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or f"cannot read: {exc}"
-                lcol.add("parse", "error", msg)
-                result.findings.extend(lcol.finish())
-                continue
-            if layer.geometry_type is None:
-                lcol.add("no-geometry", "warning", "layer has no geometry column; not normalized")
-                result.findings.extend(lcol.finish())
-                continue
 
-            crs = layer.crs
-            if crs is None:
-                if assumed is None:
-                    lcol.add("crs-missing", "error",
-                             "no CRS (e.g. a Shapefile without .prj); policy missing_crs=reject "
-                             "(use assume:EPSG:XXXX to accept it)")
-                else:
-                    crs = CRS.from_user_input(assumed)
-                    lres.crs_origin = "assumed"
-                    lcol.add("crs-missing", "warning", f"no CRS; assuming {assumed} (policy missing_crs)")
-            else:
-                lres.crs_origin = "declared"
-            info = crs_fields(crs)
-            lres.crs_wkt, lres.crs_projjson, lres.epsg = info["crs_wkt"], info["crs_projjson"], info["epsg"]
+def _validate_layer(run: _FileRun, lname: str | None, stack: ExitStack, result: VectorResult,
+                    writers: list[tuple[GeoParquetWriter, LayerResult]]) -> None:
+    """Open one layer, settle its CRS, stream it through the rules into its writer, record the results."""
+    lcol = Collector(run.rel, layer=lname if len(run.layer_names) > 1 else None, policy=run.policy)
+    lres = LayerResult(lname)
+    result.layers.append(lres)
+    try:
+        layer = (_open_geoparquet(run.path, run.batch_size) if run.fmt_name == "GeoParquet"
+                 else _open_ogr(stack, run.path, lname, run.batch_size, run.geojson, run.crs_member))
+    except NotGeoParquet as exc:
+        # a data table next to the labels is legitimate: kept as a raw file, not normalized
+        result.layers.pop()
+        lcol.add("not-geoparquet", f"{exc}; kept as a raw file, not normalized")
+        result.findings.extend(lcol.finish())
+        return
+    except Exception as exc:
+        lcol.add("parse", run.read_error(f"cannot read: {exc}"))
+        result.findings.extend(lcol.finish())
+        return
+    if layer.geometry_type is None:
+        lcol.add("no-geometry", "layer has no geometry column; not normalized")
+        result.findings.extend(lcol.finish())
+        return
+    crs, transformer = _layer_crs(layer.crs, run.policy, lres, lcol)
+    ctx = LayerContext(policy=run.policy, geographic=bool(crs is not None and crs.is_geographic),
+                       transformer=transformer, promote_multi=declared_multi(layer.geometry_type),
+                       footprint=run.footprint)
+    stats = LayerStats()
+    writer = _layer_writer(run, lname, layer, stack, writers, lres) if crs is not None else None
+    _stream(run, layer, ctx, stats, lcol, writer)
+    finish_layer(ctx, stats, lcol)
+    if run.geojson:
+        _rfc7946(run.crs_member, crs, stats, lcol)
+    _fill(lres, stats)
+    if writer is not None:
+        lres.geometry_types = writer.geometry_types  # with " Z" where 3D, as in the file
+    result.findings.extend(lcol.finish())
 
-            transformer = None
-            if crs is not None:
-                try:
-                    transformer = make_transformer(crs, target)
-                except Exception as exc:
-                    lcol.add("reproject", "error", f"no transformation from {crs.name} to {policy.target_crs}: {exc}")
-                    crs = None
-            ctx = LayerContext(policy=policy, geographic=bool(crs is not None and crs.is_geographic),
-                               transformer=transformer, promote_multi=_promote_type(layer.geometry_type),
-                               footprint=fp)
-            stats = LayerStats()
-            writer = None
-            if out_path is not None and crs is not None:
-                target_path = Path(out_path)
-                if len(layer_names) > 1:
-                    target_path = target_path.with_name(
-                        normalized_relpath(target_path.name.removesuffix(".parquet"), str(lname), 2))
-                writer = GeoParquetWriter(target_path, layer.attributes, target)
-                stack.callback(writer.abort)  # no-op after commit
-                writers.append((writer, lres))
-            offset = 0
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
-                    id_col = layer.attributes.get_field_index("id")
-                    for attrs, wkb in prefetch(layer.batches):
-                        lcol.set_ids(offset, attrs.column(id_col) if id_col >= 0 else None)
-                        keep, geoms, changed = check_batch(wkb, offset, ctx, stats, lcol)
-                        if writer is not None and keep.any():
-                            # unchanged geometries keep their input WKB: no re-encoding
-                            out_wkb = wkb[keep]
-                            redo = np.flatnonzero(changed[keep])
-                            if len(redo):
-                                out_wkb[redo] = shapely.to_wkb(geoms[keep][redo], **WKB_OPTIONS)
-                            writer.write(attrs.filter(pa.array(keep)), geoms[keep], out_wkb)
-                        offset += len(wkb)
-            except ReadError as exc:  # a parse error in the middle of a stream: report, where
-                msg = (_json_error(path) if fmt_name == "GeoJSON" else None) or str(exc)
-                lcol.add("parse", "error", f"read failed after {offset} features: {msg}")
-            finish_layer(ctx, stats, lcol)
-            if fmt_name == "GeoJSON":
-                _rfc7946(crs_member, crs, stats, lcol)
-            _fill(lres, stats)
-            if writer is not None:
-                lres.geometry_types = writer.geometry_types  # with " Z" where 3D, as in the file
-            result.findings.extend(lcol.finish())
-        if result.ok:
-            tinfo = crs_fields(target)
-            for w, la in writers:
-                la.target_crs_wkt, la.target_crs_projjson = tinfo["crs_wkt"], tinfo["crs_projjson"]
-                la.target_epsg = tinfo["epsg"]
-                la.output = str(w.commit())
-                la.geometry_types = w.geometry_types  # after commit: mixed single/multi became multi
-                if w.promoted:
-                    la.type_changes = dict(sorted({**la.type_changes, "promoted to multi": w.promoted}.items()))
-                la.output_relpath = normalized_relpath(rel, la.name, len(layer_names))
-    return result
+
+def _layer_crs(crs: CRS | None, policy: Policy, lres: LayerResult,
+               lcol: Collector) -> tuple[CRS | None, Any]:
+    """The layer's CRS (declared, or assumed under missingCRS) and its transformer to the target;
+    (None, None) when there is no usable CRS (the layer is then validated but not normalized)."""
+    assumed = policy.assumed_crs
+    if crs is None:
+        if assumed is None:
+            lcol.add("crs-missing", "no CRS (e.g. a Shapefile without .prj); policy missingCRS=reject "
+                                    "(use assume:EPSG:XXXX to accept it)")
+        else:
+            crs = CRS.from_user_input(assumed)
+            lres.crs_origin = "assumed"
+            lcol.add("crs-missing", f"no CRS; assuming {assumed} (policy missingCRS)", hint=True)
+    else:
+        lres.crs_origin = "declared"
+    info = crs_fields(crs)
+    lres.crs_wkt, lres.crs_projjson, lres.epsg = info["crs_wkt"], info["crs_projjson"], info["epsg"]
+    if crs is None:
+        return None, None
+    try:
+        return crs, make_transformer(crs, policy.target)
+    except Exception as exc:
+        lcol.add("reproject", f"no transformation from {crs.name} to {policy.target_crs}: {exc}")
+        return None, None
+
+
+def _layer_writer(run: _FileRun, lname: str | None, layer: _Layer, stack: ExitStack,
+                  writers: list[tuple[GeoParquetWriter, LayerResult]], lres: LayerResult) -> GeoParquetWriter | None:
+    if run.out_path is None:
+        return None
+    target_path = Path(run.out_path)
+    if len(run.layer_names) > 1:
+        target_path = target_path.with_name(
+            normalized_relpath(target_path.name.removesuffix(".parquet"), str(lname), 2))
+    writer = GeoParquetWriter(target_path, layer.attributes, run.policy.target)
+    stack.callback(writer.abort)  # no-op after commit
+    writers.append((writer, lres))
+    return writer
+
+
+def _stream(run: _FileRun, layer: _Layer, ctx: LayerContext, stats: LayerStats, lcol: Collector,
+            writer: GeoParquetWriter | None) -> None:
+    """Every batch of the layer through the rules and into the writer (GDAL reads ahead on a thread)."""
+    offset = 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
+            id_col = layer.attributes.get_field_index("id")
+            for attrs, wkb in prefetch(layer.batches):
+                lcol.set_ids(offset, attrs.column(id_col) if id_col >= 0 else None)
+                keep, geoms, changed = check_batch(wkb, offset, ctx, stats, lcol)
+                if writer is not None and keep.any():
+                    # unchanged geometries keep their input WKB: no re-encoding
+                    out_wkb = wkb[keep]
+                    redo = np.flatnonzero(changed[keep])
+                    if len(redo):
+                        out_wkb[redo] = shapely.to_wkb(geoms[keep][redo], **WKB_OPTIONS)
+                    writer.write(attrs.filter(pa.array(keep)), geoms[keep], out_wkb)
+                offset += len(wkb)
+    except ReadError as exc:  # a parse error in the middle of a stream: report, where
+        lcol.add("parse", f"read failed after {offset} features: {run.read_error(str(exc))}")
+
+
+def _commit(run: _FileRun, writers: list[tuple[GeoParquetWriter, LayerResult]]) -> None:
+    """The file passed: commit every layer's GeoParquet and record the output's CRS and types."""
+    tinfo = crs_fields(run.policy.target)
+    for w, la in writers:
+        la.target_crs_wkt, la.target_crs_projjson = tinfo["crs_wkt"], tinfo["crs_projjson"]
+        la.target_epsg = tinfo["epsg"]
+        la.output = str(w.commit())
+        la.geometry_types = w.geometry_types  # after commit: mixed single/multi became multi
+        if w.promoted:
+            la.type_changes = dict(sorted({**la.type_changes, "promoted to multi": w.promoted}.items()))
+        la.output_relpath = normalized_relpath(run.rel, la.name, len(run.layer_names))
 
 
 def _rfc7946(member: tuple[bool, Any], crs: CRS | None, stats: LayerStats, col: Collector) -> None:
+    """RFC 7946: GeoJSON is WGS84 lon/lat. The rule's verdict is on a projected CRS declared through the
+    legacy `crs` member; the other cases are notes (hints) beside it."""
     present, value = member
     b = stats.raw_bounds
     # beyond any reading as degrees (a latitude of 91 is a wrong coordinate, not a projected one)
@@ -591,22 +641,23 @@ def _rfc7946(member: tuple[bool, Any], crs: CRS | None, stats: LayerStats, col: 
     if not present:
         if looks_projected and b is not None:
             # the per-feature coord-range errors say where; this says why
-            col.add("rfc7946-crs", "warning",
+            col.add("rfc7946-crs",
                     f"coordinates look projected (x {fmt(b[0])}..{fmt(b[2])}, y {fmt(b[1])}..{fmt(b[3])}) but "
-                    "RFC 7946 GeoJSON is always WGS84 lon/lat: reproject the file to EPSG:4326")
+                    "RFC 7946 GeoJSON is always WGS84 lon/lat: reproject the file to EPSG:4326", hint=True)
         return
     name = _crs_member_name(value)
     declared_wgs84 = crs is not None and crs_is_same(crs, _WGS84)
     if declared_wgs84:
-        col.add("rfc7946-crs", "warning",
-                f"legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored")
+        col.add("rfc7946-crs",
+                f"legacy 'crs' member ({name}) is not part of RFC 7946 GeoJSON (always WGS84); ignored", hint=True)
     elif looks_projected and b is not None:
-        col.add("rfc7946-crs", "error",
+        col.add("rfc7946-crs",
                 f"declares {name} through the legacy 'crs' member and its coordinates look projected "
                 f"(x {fmt(b[0])}..{fmt(b[2])}, y {fmt(b[1])}..{fmt(b[3])}); RFC 7946 GeoJSON must be WGS84 lon/lat")
     else:
-        col.add("rfc7946-crs", "warning",
-                f"declares {name} through the legacy 'crs' member (not RFC 7946); using that CRS as GDAL does")
+        col.add("rfc7946-crs",
+                f"declares {name} through the legacy 'crs' member (not RFC 7946); using that CRS as GDAL does",
+                hint=True)
 
 
 def _fill(lres: LayerResult, stats: LayerStats) -> None:
@@ -622,12 +673,12 @@ def _fill(lres: LayerResult, stats: LayerStats) -> None:
 
 def check_vector_set(results: list[VectorResult], policy: Policy | None = None) -> list[Finding]:
     """Across files: every layer should be in one CRS. Everything is reprojected to the target CRS
-    anyway, but labels in mixed CRSs usually mean a mistake upstream, so policy.mixed_crs decides
+    anyway, but labels in mixed CRSs usually mean a mistake upstream, so the crs-mixed rule decides
     (default: error). The reference is the CRS most layers use (ties: the first path)."""
     policy = policy or Policy()
-    if policy.mixed_crs == "ignore":
+    severity = policy.severity("crs-mixed")
+    if severity is None:
         return []
-    severity: Any = "error" if policy.mixed_crs == "error" else "warning"
     groups: list[tuple[CRS, list[tuple[str, LayerResult]]]] = []
     for res in sorted(results, key=lambda r: r.path):
         for la in res.layers:
