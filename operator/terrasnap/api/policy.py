@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Level = Literal["error", "warning", "off"]
+Severity = Literal["error", "warning"]  # a finding's: a level that is not off
 LEVELS: tuple[Level, ...] = ("error", "warning", "off")
 _RANK = {"off": 0, "warning": 1, "error": 2}
 

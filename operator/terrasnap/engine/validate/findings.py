@@ -10,12 +10,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, SupportsIndex
+from typing import TYPE_CHECKING, Any, SupportsIndex
+
+from terrasnap.api.policy import Severity
 
 if TYPE_CHECKING:
     from terrasnap.engine.validate.policy import Policy
 
-Severity = Literal["error", "warning"]
 MAX_EXAMPLES = 10
 
 
@@ -73,7 +74,7 @@ def severity_of(policy: Policy | None, rule: str, hint: bool = False) -> Severit
 
 @functools.cache
 def _default_policy() -> Policy:
-    from terrasnap.engine.validate.policy import Policy  # policy.py imports this module
+    from terrasnap.engine.validate.policy import Policy  # lazily: the default policy is built on first use
 
     return Policy()
 

@@ -16,8 +16,7 @@ from pyproj import CRS
 from pyproj.exceptions import CRSError
 
 from terrasnap.api import policy as schema
-from terrasnap.api.policy import Level, PolicyError
-from terrasnap.engine.validate.findings import Severity
+from terrasnap.api.policy import Level, PolicyError, Severity
 
 InvalidGeometry = Literal["reject", "repair", "skip"]
 INVALID_GEOMETRY_CHOICES = schema.INVALID_GEOMETRY_CHOICES
