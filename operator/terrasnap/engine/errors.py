@@ -40,3 +40,10 @@ class DVCError(TerrasnapError):
 
 class VerifyFailed(TerrasnapError):
     reason = "VerifyFailed"
+
+
+class PointerMismatch(TerrasnapError):
+    """A source's DVC pointers and its bytes disagree: data never pushed, or a corrupted remote object."""
+
+    reason = "PointerMismatch"
+    exit_code = 1
