@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from terrasnap.api.models import DVC_REMOTE_NAME, SpecError, Source
+from terrasnap.api.models import DVC_REMOTE_NAME, Source, SpecError
 from terrasnap.engine import dvcsource
 from terrasnap.planner import job as jobplan
 from terrasnap.planner.job import plan_job
