@@ -299,6 +299,7 @@ def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
             s in upstream or any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs))]
         _refuse_imports(list(upstream) + sources)
         required = [o for s in sources for o in s.outs if o.use_cache]
+        source_files = {s.dvcfile.relpath for s in sources}
         optional = [o for s in upstream if s.cmd for o in s.outs if o.use_cache and o.hash_info]
         names = sorted({_remote_of(o, repo, refused) for o in required})
         for name in names:
@@ -329,7 +330,7 @@ def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
     with _source_repo(project, workdir, "status (the source's pointers)") as repo:
         stages = list(repo.index.stages)
         relevant = [s for s in stages if any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs)
-                    or (s.cmd is None and any(o in required for o in s.outs))]
+                    or (s.cmd is None and s.dvcfile.relpath in source_files)]
         relevant_names = {s.addressing for s in relevant} | set(result.stages)
         relevant = [s for s in stages if s.addressing in relevant_names]
         outs = [o for s in relevant for o in s.outs if o.hash_info and o.hash_info.value]
