@@ -5,6 +5,7 @@ Job whose pod fetches from that remote, honours the lock and publishes the same 
 from __future__ import annotations
 
 import io
+import shutil
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -48,7 +49,7 @@ def team_repo(gcs: fakegcs.FakeGCS) -> Iterator[Path]:
 @pytest.mark.timeout(2 * ENGINE_RUN)
 def test_a_dvc_project_snapshots_through_a_datasetsnapshot(
     cluster: Cluster, ns: str, store: Callable[..., str], team_repo: Path, gcs: fakegcs.FakeGCS,  # noqa: F811
-    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     import pyarrow.parquet as pq
 
@@ -72,13 +73,12 @@ def test_a_dvc_project_snapshots_through_a_datasetsnapshot(
             "raw/snapshots/metadata.json"} <= paths
     assert not [p for p in paths if ".dvc" in p or "cache.db" in p]
 
-    # The pod's id is the one the engine gives on this machine for the same commit and policy (the repository
-    # belongs to the worker uid: git must be told it is safe to read here).
-    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
-    monkeypatch.setenv("GIT_CONFIG_KEY_0", "safe.directory")
-    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "*")
+    # The pod's id is the one the engine gives on this machine for the same commit and policy (from a copy of
+    # the repository: the original belongs to the worker uid, and git refuses other users' repositories).
+    copy = tmp_path / "repo"
+    shutil.copytree(team_repo, copy, symlinks=True)
     local = run_snapshot(SnapshotRequest(
-        source=f"git+file://{team_repo}@main#subdirectory=data", store=url, endpoint=gcs.endpoint,
+        source=f"git+file://{copy}@main#subdirectory=data", store=url, endpoint=gcs.endpoint,
         name="annotations", namespace=ns, policy=Policy(invalid_geometry="repair")), progress=lambda _m: None)
     assert local["snapshotID"] == status["snapshotID"]
     assert local["stats"]["stages"] == {"class_summary": "up-to-date", "validate_and_snapshot": "up-to-date"}

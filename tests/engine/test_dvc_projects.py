@@ -264,3 +264,32 @@ def test_the_repositorys_stages_and_config_never_see_credentials(tmp_path: Path,
     assert (fetched / "raw" / "seen.txt").read_text() == ""
     assert not (tmp_path / "evil-site").exists() and not (tmp_path / "evil-cache").exists()
 
+
+
+def _corrupt(remote: Path, pointer_text: str, relpath: str) -> None:
+    """Overwrite one file's object in a local DVC remote with other bytes, as a broken upload would."""
+    md5 = pointer_text.split("md5: ")[1].split()[0]
+    listing = json.loads((remote / "files" / "md5" / md5[:2] / md5[2:]).read_text())
+    victim = next(e for e in listing if e["relpath"] == relpath)
+    obj = remote / "files" / "md5" / victim["md5"][:2] / victim["md5"][2:]
+    obj.chmod(0o644)
+    obj.write_bytes(obj.read_bytes().replace(b"7.4", b"7.5", 1))
+
+
+def test_a_path_below_the_pipeline_gets_only_its_outputs_and_its_inputs_are_still_checked(
+        tmp_path: Path, file_store: str) -> None:
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    repo = tmp_path / "repo"
+    dp.make_team_repo(repo, str(remote))
+    source = f"git+file://{repo}@main#subdirectory=data/snapshots"
+    code, doc, err = snap(source, file_store, tmp=tmp_path)
+    assert code == 0, (doc, err)
+    assert doc["stats"]["stages"] == {"validate_and_snapshot": "up-to-date"}  # class_summary is not needed
+    _, _, rows = _manifest(file_store, doc)
+    assert {r["path"] for r in rows if r["role"] == "raw"} == {"raw/latest_snapshot.parquet", "raw/metadata.json"}
+    # the annotations are outside the path, but the stage's inputs are still checked against their pointer
+    _corrupt(remote, (repo / "data" / "raw" / "annotations.dvc").read_text(), "tile_0.geojson")
+    code, doc, _ = snap(source, file_store, tmp=tmp_path)
+    assert code == 1, doc
+    assert "data/raw/annotations/tile_0.geojson" in doc["error"]["message"]
