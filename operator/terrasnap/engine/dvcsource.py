@@ -22,7 +22,8 @@ import hashlib
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,17 @@ def _local_path(url: str) -> str:
     return urlparse(url).path if url.startswith("file://") else url
 
 
-def sanitize_config(project: Path, store: Store | None, workdir: Path) -> dict[str, str]:
-    """Rewrite the checkout's `.dvc/config`; returns {remote name: why it cannot be used} for remotes that
-    were dropped (used later only if an output actually needs one of them)."""
+@dataclass
+class Remotes:
+    """What the sanitized config kept: the default remote, and why each dropped remote cannot be used (an
+    error only if an output actually needs it)."""
+
+    default: str | None = None
+    refused: dict[str, str] = field(default_factory=dict)
+
+
+def sanitize_config(project: Path, store: Store | None, workdir: Path) -> Remotes:
+    """Rewrite the checkout's `.dvc/config` from what the repository may say about its remotes."""
     from configobj import ConfigObj, ConfigObjError
 
     dvcdir = project / ".dvc"
@@ -143,18 +152,17 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path) -> dict[s
             continue
         remotes[name] = kept
     lines = ["[core]", "    no_scm = True", "    analytics = false", "    check_update = false"]
-    default = str((src.get("core") or {}).get("remote", "") or "")
+    default = str((src.get("core") or {}).get("remote", "") or "") or None
     if default in remotes:
         lines.append(f"    remote = {default}")
     elif default:
         refused.setdefault(default, "it is not defined")
-        refused["\0default"] = default
     lines += ["[cache]", f"    dir = {dvc.cache_dir(workdir)}"]
     for name, kept in sorted(remotes.items()):
         lines.append(f"['remote \"{name}\"']")
         lines += [f"    {k} = {v}" for k, v in kept.items()]
     path.write_text("\n".join(lines) + "\n")
-    return refused
+    return Remotes(default=default, refused=refused)
 
 
 def _rel(project: Path, fs_path: str) -> str:
@@ -185,17 +193,15 @@ def _refuse_imports(stages: Iterable[Any]) -> None:
                                  f"repository; only dependencies inside it can be reproduced")
 
 
-def _remote_of(out: Any, repo: Any, refused: dict[str, str]) -> str:
-    name = out.remote or repo.config["core"].get("remote")
+def _remote_of(out: Any, remotes: Remotes) -> str:
+    name = out.remote or remotes.default
+    refused = remotes.refused
     if not name:
-        default = refused.get("\0default")
-        if default:
-            raise UsageError(f"{out.stage.dvcfile.relpath}: the default DVC remote {default!r} cannot be used: "
-                             f"{refused.get(default)}")
         raise PointerMismatch(f"{out.stage.dvcfile.relpath} tracks {out.def_path!r} but the repository "
                               f"configures no DVC remote: the data cannot be pulled")
     if name in refused:
-        raise UsageError(f"{out.stage.dvcfile.relpath}: DVC remote {name!r} cannot be used: {refused[name]}")
+        which = "DVC remote" if out.remote else "the default DVC remote"
+        raise UsageError(f"{out.stage.dvcfile.relpath}: {which} {name!r} cannot be used: {refused[name]}")
     return str(name)
 
 
@@ -281,97 +287,132 @@ def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
         project = root
     sub = root.relative_to(project).as_posix()
     sub = "" if sub == "." else sub
-    refused = sanitize_config(project, store, workdir)
+    remotes = sanitize_config(project, store, workdir)
     cache = dvc.cache_dir(workdir)
     result = DvcSource(project=project)
     with _source_repo(project, workdir, "fetch (the source's DVC data)") as repo:
-        from dvc.repo.reproduce import get_active_graph
-
-        graph = get_active_graph(repo.index.graph)
-        stages = list(repo.index.stages)
-        pipeline = [s for s in stages if s.cmd and any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs)]
-        upstream: set[Any] = set(pipeline)
-        import networkx as nx
-
-        for st in pipeline:
-            upstream |= set(nx.descendants(graph, st))
-        sources = [s for s in stages if s.cmd is None and (
-            s in upstream or any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs))]
-        _refuse_imports(list(upstream) + sources)
-        required = [o for s in sources for o in s.outs if o.use_cache]
-        source_files = {s.dvcfile.relpath for s in sources}
-        optional = [o for s in upstream if s.cmd for o in s.outs if o.use_cache and o.hash_info]
-        names = sorted({_remote_of(o, repo, refused) for o in required})
-        for name in names:
-            _probe(repo, name)
-        if required or optional:
-            say(f"dvc fetch from the source's remote(s) {', '.join(names) or '(default)'}")
-            targets = sorted({_rel(project, o.fs_path) for o in required + optional})
-            try:
-                result.fetched = int(repo.fetch(targets=targets) or 0)
-            except Exception as exc:  # a DownloadError: what is missing is sorted out below
-                if type(exc).__name__ != "DownloadError":
-                    raise SourceUnavailable(f"dvc fetch from the source's remotes failed: {exc}") from None
-        missing = _missing(cache, project, required)
-        if missing:
-            _raise_missing(repo, missing, refused)
-        _check_dir_objects(cache, project, required)
-        if required:
-            repo.checkout(targets=sorted({_rel(project, o.fs_path) for o in required}), force=True)
-        plan = [s for s in upstream if s.cmd]
-        if plan:
-            say(f"dvc repro (the source's pipeline: {len(plan)} stage(s))")
-            ran = _reproduce(repo, [s.addressing for s in pipeline])
+        scope = _scope(repo, project, sub)
+        result.fetched = _fetch(repo, scope, cache, remotes, say)
+        if scope.plan:
+            say(f"dvc repro (the source's pipeline: {len(scope.plan)} stage(s))")
+            ran = _reproduce(repo, [s.addressing for s in scope.pipeline])
             result.stages = {s.addressing: RAN if s.addressing in ran else UP_TO_DATE
-                             for s in sorted(plan, key=lambda s: s.addressing)}
-            for dvcfile in sorted({s.dvcfile.relpath for s in plan}):
+                             for s in sorted(scope.plan, key=lambda s: s.addressing)}
+            for dvcfile in sorted({s.dvcfile.relpath for s in scope.plan}):
                 result.identity[dvcfile] = yaml.safe_load((project / dvcfile).read_text())
     # A fresh look after repro: dvc.lock now names what the stages that ran produced.
     with _source_repo(project, workdir, "status (the source's pointers)") as repo:
-        stages = list(repo.index.stages)
-        relevant = [s for s in stages if any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs)
-                    or (s.cmd is None and s.dvcfile.relpath in source_files)]
-        relevant_names = {s.addressing for s in relevant} | set(result.stages)
-        relevant = [s for s in stages if s.addressing in relevant_names]
-        outs = [o for s in relevant for o in s.outs if o.hash_info and o.hash_info.value]
+        stages = [s for s in repo.index.stages if s.addressing in result.stages
+                  or s.dvcfile.relpath in scope.source_files
+                  or any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs)]
+        outs = [o for s in stages for o in s.outs if o.hash_info and o.hash_info.value]
         _check_bytes(project, cache, workdir, outs)
-        pulled = [o for o in outs if o.use_cache and _inside(_rel(project, o.fs_path), sub)]
-        objects: set[str] = set()
-        for out in pulled:
+        result.objects = _objects_inside(project, cache, sub, outs)
+        result.side_files = _side_files(project, stages)
+    return result
+
+
+@dataclass
+class _Scope:
+    """The part of the project the snapshot's path needs."""
+
+    project: Path
+    pipeline: list[Any]  # stages with an output at or under the path
+    plan: list[Any]  # those and every stage upstream of them
+    sources: list[Any]  # `dvc add`-ed data the path holds or the plan depends on
+
+    @property
+    def required(self) -> list[Any]:
+        """Outputs that must come from a remote: nothing can make them again."""
+        return [o for s in self.sources for o in s.outs if o.use_cache]
+
+    @property
+    def optional(self) -> list[Any]:
+        """Stage outputs the lock names: checked out if the remote has them, else the stage runs."""
+        return [o for s in self.plan for o in s.outs if o.use_cache and o.hash_info]
+
+    @property
+    def source_files(self) -> set[str]:
+        return {s.dvcfile.relpath for s in self.sources}
+
+
+def _scope(repo: Any, project: Path, sub: str) -> _Scope:
+    import networkx as nx
+    from dvc.repo.reproduce import get_active_graph
+
+    graph = get_active_graph(repo.index.graph)
+    stages = list(repo.index.stages)
+    pipeline = [s for s in stages if s.cmd and any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs)]
+    upstream: set[Any] = set(pipeline)
+    for st in pipeline:
+        upstream |= set(nx.descendants(graph, st))  # DVC's graph points from a stage to what it depends on
+    sources = [s for s in stages if s.cmd is None and (
+        s in upstream or any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs))]
+    _refuse_imports(list(upstream) + sources)
+    return _Scope(project, pipeline, [s for s in upstream if s.cmd], sources)
+
+
+def _fetch(repo: Any, scope: _Scope, cache: Path, remotes: Remotes, say: Callable[[str], None]) -> int:
+    """Fetch into the cache and check out what the scope needs; returns how many objects were downloaded."""
+    project, required = scope.project, scope.required
+    names = sorted({_remote_of(o, remotes) for o in required})
+    for name in names:
+        _probe(repo, name)
+    fetched = 0
+    if required or scope.optional:
+        say(f"dvc fetch from the source's remote(s) {', '.join(names) or '(default)'}")
+        targets = sorted({_rel(project, o.fs_path) for o in required + scope.optional})
+        try:
+            fetched = int(repo.fetch(targets=targets) or 0)
+        except Exception as exc:  # a DownloadError: what is missing is sorted out below
+            if type(exc).__name__ != "DownloadError":
+                raise SourceUnavailable(f"dvc fetch from the source's remotes failed: {exc}") from None
+    missing = _missing(cache, project, required)
+    if missing:
+        _raise_missing(repo, missing, remotes)
+    _check_dir_objects(cache, project, required)
+    if required:
+        repo.checkout(targets=sorted({_rel(project, o.fs_path) for o in required}), force=True)
+    return fetched
+
+
+def _objects_inside(project: Path, cache: Path, sub: str, outs: list[Any]) -> list[str]:
+    """The objects of every cached output wholly inside the path (`.dir` listings included): with them in
+    the store, `dvc pull` with the repository's own pointers works against the store."""
+    objects: set[str] = set()
+    for out in outs:
+        if out.use_cache and _inside(_rel(project, out.fs_path), sub):
             md5 = out.hash_info.value
             objects.add(md5)
             if md5.endswith(".dir"):
                 objects.update(dvc.read_dir_object(cache, md5).values())
-        result.objects = sorted(objects)
-        files = {s.dvcfile.relpath for s in relevant}
-        files |= {f"{Path(s.dvcfile.relpath).parent / 'dvc.lock'}".removeprefix("./") for s in relevant if s.cmd}
-        from dvc.dependency.param import ParamsDependency
-
-        files |= {_rel(project, d.fs_path) for s in relevant for d in s.deps if isinstance(d, ParamsDependency)}
-        for rel in sorted(files):
-            if (project / rel).is_file():
-                result.side_files[f"source/{rel}"] = (project / rel).read_bytes()
-    return result
+    return sorted(objects)
 
 
-def _source_repo(project: Path, workdir: Path, what: str) -> Any:
-    from contextlib import contextmanager
+def _side_files(project: Path, stages: list[Any]) -> dict[str, bytes]:
+    """The stages' pointer files, dvc.yaml and dvc.lock, and params files, as published under `source/`."""
+    from dvc.dependency.param import ParamsDependency
 
+    files = {s.dvcfile.relpath for s in stages}
+    files |= {(Path(s.dvcfile.relpath).parent / "dvc.lock").as_posix() for s in stages if s.cmd}
+    files |= {_rel(project, d.fs_path) for s in stages for d in s.deps if isinstance(d, ParamsDependency)}
+    return {f"source/{rel}": (project / rel).read_bytes() for rel in sorted(files) if (project / rel).is_file()}
+
+
+@contextmanager
+def _source_repo(project: Path, workdir: Path, what: str) -> Iterator[Any]:
+    """The source's DVC project, opened with a scrubbed environment and DVC's side files in `workdir`."""
     from dvc.repo import Repo
 
-    @contextmanager
-    def opened() -> Any:
-        with dvc._dvc_call(project, DVCError, what, scratch=workdir, scrub=True), Repo(str(project)) as repo:
-            yield repo
-
-    return opened()
+    with dvc._dvc_call(project, DVCError, what, scratch=workdir, scrub=True), Repo(str(project)) as repo:
+        yield repo
 
 
-def _raise_missing(repo: Any, missing: list[tuple[str, str, str, Any]], refused: dict[str, str]) -> None:
+def _raise_missing(repo: Any, missing: list[tuple[str, str, str, Any]], remotes: Remotes) -> None:
     never: list[str] = []
     for path, pointer, md5, out in missing:
         if md5:
-            name = _remote_of(out, repo, refused)
+            name = _remote_of(out, remotes)
             try:
                 there = bool(_odb(repo, name).exists(md5))
             except Exception as exc:

@@ -3,6 +3,9 @@
 Order matters for safety: nothing reaches the store before validation passed, objects are registered as
 in-flight before they are pushed (GC protocol), and manifest.parquet — the mark of a published snapshot —
 is written last, after every object it names has been verified in the store.
+
+`_prepare` does everything that needs no store write and returns a `SnapshotPlan`; `_push` and `_publish`
+only carry the plan out.
 """
 
 from __future__ import annotations
