@@ -293,3 +293,20 @@ def test_a_path_below_the_pipeline_gets_only_its_outputs_and_its_inputs_are_stil
     code, doc, _ = snap(source, file_store, tmp=tmp_path)
     assert code == 1, doc
     assert "data/raw/annotations/tile_0.geojson" in doc["error"]["message"]
+
+
+def test_a_working_copy_gives_the_id_of_its_commit_and_is_never_touched(tmp_path: Path, file_store: str) -> None:
+    repo = tmp_path / "repo"
+    (tmp_path / "team-remote").mkdir()
+    dp.make_team_repo(repo, "../team-remote")  # relative, as `dvc remote add` writes it: from repo/.dvc/
+    before = {p: p.stat().st_mtime_ns for p in repo.rglob("*") if ".git" not in p.parts}
+    code, local, err = snap(repo, file_store, tmp=tmp_path)
+    assert code == 0, (local, err)
+    assert local["stats"]["stages"] == {"class_summary": "up-to-date", "validate_and_snapshot": "up-to-date"}
+    assert {p: p.stat().st_mtime_ns for p in repo.rglob("*") if ".git" not in p.parts} == before
+    # a clone elsewhere needs the remote by absolute path (as DVC itself would); the config is not data
+    dp.run(repo, "dvc", "remote", "modify", "storage", "url", str(tmp_path / "team-remote"))
+    dp.run(repo, "git", "commit", "-qam", "absolute remote")
+    code, committed, err = snap(f"git+file://{repo}@main", file_store, tmp=tmp_path)
+    assert code == 0, (committed, err)
+    assert local["snapshotID"] == committed["snapshotID"]

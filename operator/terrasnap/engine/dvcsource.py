@@ -103,8 +103,9 @@ class Remotes:
     refused: dict[str, str] = field(default_factory=dict)
 
 
-def sanitize_config(project: Path, store: Store | None, workdir: Path) -> Remotes:
-    """Rewrite the checkout's `.dvc/config` from what the repository may say about its remotes."""
+def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: Path | None = None) -> Remotes:
+    """Rewrite the checkout's `.dvc/config` from what the repository may say about its remotes. `origin` is
+    where the project really lives when `project` is a sandbox copy (relative local remotes start there)."""
     from configobj import ConfigObj, ConfigObjError
 
     dvcdir = project / ".dvc"
@@ -134,7 +135,8 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path) -> Remote
         kept: dict[str, str] = {}
         if scheme in ("", "file"):
             local = _local_path(url)
-            kept["url"] = local if os.path.isabs(local) else os.path.normpath(str(dvcdir / local))
+            base = (origin or project) / ".dvc"
+            kept["url"] = local if os.path.isabs(local) else os.path.normpath(str(base / local))
         elif scheme == "gs":
             kept = {k: str(body[k]) for k in REMOTE_KEYS if k in body}
             if _same_location(url, store):
@@ -272,8 +274,9 @@ def _check_dir_objects(cache: Path, project: Path, outs: Iterable[Any]) -> None:
 
 
 def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
-            progress: Callable[[str], None] | None = None) -> DvcSource | None:
-    """Fetch, reproduce and check the DVC project `root` belongs to (None if it is not one)."""
+            progress: Callable[[str], None] | None = None, origin: Path | None = None) -> DvcSource | None:
+    """Fetch, reproduce and check the DVC project `root` belongs to (None if it is not one). `origin`: the
+    directory `top` is a sandbox copy of, if it is one."""
     say = progress or (lambda _msg: None)
     if not is_dvc_source(root, top):
         return None
@@ -287,7 +290,7 @@ def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
         project = root
     sub = root.relative_to(project).as_posix()
     sub = "" if sub == "." else sub
-    remotes = sanitize_config(project, store, workdir)
+    remotes = sanitize_config(project, store, workdir, origin / project.relative_to(top) if origin else None)
     cache = dvc.cache_dir(workdir)
     result = DvcSource(project=project)
     with _source_repo(project, workdir, "fetch (the source's DVC data)") as repo:

@@ -167,11 +167,11 @@ def materialize(spec: SourceSpec, workdir: Path, endpoint: str | None = None, st
         if not dvcsource.is_dvc_source(root, root):
             return Materialized(root=root, spec=spec)
         mat = Materialized(root=_sandbox_copy(root, workdir / "checkout"), spec=spec)
-        top = mat.root
-    elif spec.kind == "git":
+        mat.dvc = dvcsource.prepare(mat.root, mat.root, workdir, store, progress, origin=root.resolve())
+        return mat
+    if spec.kind == "git":
         mat = _materialize_git(spec, workdir / "checkout")
-        top = workdir / "checkout"
-    else:
-        return _materialize_bucket(spec, workdir / "bucket", endpoint)
-    mat.dvc = dvcsource.prepare(mat.root, top, workdir, store, progress)
+        mat.dvc = dvcsource.prepare(mat.root, workdir / "checkout", workdir, store, progress)
+        return mat
+    return _materialize_bucket(spec, workdir / "bucket", endpoint)
     return mat
