@@ -192,7 +192,7 @@ def test_git_source_with_its_own_dvc_pipeline(tmp_path: Path, file_store: str) -
     rows, _ = read_manifest(store.read_bytes(store.rel_from_uri(doc["manifest"])))
     assert "raw/derived.geojson" in {r["path"] for r in rows}  # made by the repository's own stage
     folder = store.rel_from_uri(doc["manifest"]).rsplit("/", 1)[0]
-    assert b"derive" in store.read_bytes(f"{folder}/source-dvc.lock")
+    assert b"derive" in store.read_bytes(f"{folder}/source/dvc.lock")
 
 
 def test_result_file_is_compact() -> None:

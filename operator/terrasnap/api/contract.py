@@ -36,6 +36,7 @@ DVC_ERROR = "DVCError"
 VERIFY_FAILED = "VerifyFailed"
 INTERNAL_ERROR = "InternalError"
 GC_FAILED_CLOSED = "GCFailedClosed"  # GC could not establish what is used; it stopped deleting
+POINTER_MISMATCH = "PointerMismatch"  # a source's DVC pointers and its bytes disagree (never pushed, corrupted)
 GC_INCOMPLETE = "GCIncomplete"  # GC finished, but some deletes failed (the next run retries them)
 
 REASONS: dict[str, int] = {
@@ -46,6 +47,7 @@ REASONS: dict[str, int] = {
     GIT_ERROR: EXIT_INFRASTRUCTURE,
     DVC_ERROR: EXIT_INFRASTRUCTURE,
     VERIFY_FAILED: EXIT_INFRASTRUCTURE,
+    POINTER_MISMATCH: EXIT_REJECTED,
     INTERNAL_ERROR: EXIT_INFRASTRUCTURE,
     GC_FAILED_CLOSED: EXIT_INFRASTRUCTURE,
     GC_INCOMPLETE: EXIT_INFRASTRUCTURE,
@@ -85,6 +87,12 @@ class Summary:
 
 
 SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
+
+# -- credentials the Job hands the engine for a DVC source's own remotes --------------------------------------
+# One folder per remote name, each holding that remote's Secret key as `credentials.json`.
+DVC_REMOTE_CREDENTIALS_ENV = "TERRASNAP_DVC_REMOTE_CREDENTIALS"
+DVC_REMOTE_CREDENTIALS_DIR = "/var/run/secrets/terrasnap/dvc-remotes"
+DVC_REMOTE_CREDENTIALS_FILE = "credentials.json"
 
 # -- source and store URLs -------------------------------------------------------------------------------
 # ssh:// is refused: a Job's pod has no ssh key (the operator passes only an https token,

@@ -63,12 +63,47 @@ class SecretKeyRef:
     namespace: str | None = None
 
 
+# A DVC remote name as `dvc remote add` accepts it, kept to what is also a safe directory name.
+DVC_REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+@dataclass(frozen=True)
+class DvcRemote:
+    """Credentials (a Secret in the snapshot's namespace) for one DVC remote the repository names."""
+
+    name: str
+    credentials: SecretKeyRef
+
+
+def _dvc_remotes(value: Any) -> tuple[DvcRemote, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise SpecError("source.git.dvcRemotes must be a list")
+    remotes: list[DvcRemote] = []
+    for i, item in enumerate(value):
+        where = f"source.git.dvcRemotes[{i}]"
+        if not isinstance(item, Mapping):
+            raise SpecError(f"{where} must be an object")
+        name = _required(item, "name", where)
+        if not DVC_REMOTE_NAME.match(name):
+            raise SpecError(f"{where}.name {name!r} must be a DVC remote name (letters, digits, '_', '.', '-')")
+        if any(r.name == name for r in remotes):
+            raise SpecError(f"{where}.name {name!r} is listed twice")
+        creds = _mapping(item, "credentialsSecret")
+        ref = SecretKeyRef(name=_required(creds, "name", f"{where}.credentialsSecret"),
+                           key=_str(creds, "key", "key.json") or "key.json")
+        remotes.append(DvcRemote(name=name, credentials=ref))
+    return tuple(remotes)
+
+
 @dataclass(frozen=True)
 class GitSource:
     url: str
     revision: str
     path: str = ""
     credentials: SecretKeyRef | None = None
+    dvc_remotes: tuple[DvcRemote, ...] = ()
 
     def argument(self) -> str:
         """The engine's SOURCE argument: `git+URL@REV#subdirectory=PATH`."""
@@ -135,7 +170,8 @@ class Source:
                     name=_required(creds, "name", "source.git.credentialsSecret"),
                     key=_str(creds, "key", "token") or "token",
                 )
-            return cls(git=GitSource(url=url, revision=revision, path=path, credentials=ref))
+            return cls(git=GitSource(url=url, revision=revision, path=path, credentials=ref,
+                                     dvc_remotes=_dvc_remotes(git.get("dvcRemotes"))))
         if "bucket" in present:
             url = _required(_mapping(data, "bucket"), "url", "source.bucket")
             _checked(contract.check_bucket_url, url, "source.bucket.url")

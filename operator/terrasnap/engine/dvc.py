@@ -18,26 +18,41 @@ from typing import Any
 
 import yaml
 
-from terrasnap.engine.errors import DVCError, StoreUnreachable
+from terrasnap.engine.errors import DVCError, StoreUnreachable, TerrasnapError
 from terrasnap.engine.store import Store
 
 REMOTE = "store"
+# Credentials that must never reach a source repository's DVC calls or stage commands.
+SCRUBBED_PREFIXES = ("GOOGLE_APPLICATION_CREDENTIALS", "TERRASNAP_", "AWS_", "AZURE_", "CLOUDSDK_", "GCE_",
+                     "STORAGE_EMULATOR_HOST", "DVC_")
 
 
-def dvc_env(workdir: Path) -> dict[str, str]:
+def dvc_env(scratch: Path, scrub: bool = False) -> dict[str, str]:
+    """The environment of a DVC call. `scratch` holds DVC's side files (site cache, XDG dirs): never the
+    project or the source checkout, whose files are the snapshot's data. `scrub` drops every credential
+    (a source repository's own DVC calls and stages get only what its remotes were given explicitly)."""
     env = dict(os.environ)
+    if scrub:
+        env = {k: v for k, v in env.items() if not k.startswith(SCRUBBED_PREFIXES)}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # a stage's __pycache__ would be data with a timestamp in it
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + os.pathsep + env.get("PATH", "")  # stage commands call `terrasnap` by name
     env.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     env["DVC_NO_ANALYTICS"] = "1"
     # Pods have a read-only root filesystem: keep every DVC side file inside the workdir.
-    env["DVC_SITE_CACHE_DIR"] = str(workdir / ".dvc-site")
-    env.setdefault("XDG_CACHE_HOME", str(workdir / ".cache"))
-    env.setdefault("XDG_CONFIG_HOME", str(workdir / ".config"))
+    env["DVC_SITE_CACHE_DIR"] = str(scratch / ".dvc-site")
+    env.setdefault("XDG_CACHE_HOME", str(scratch / ".cache"))
+    env["XDG_CONFIG_HOME"] = str(scratch / ".config")  # no user-level DVC config leaks in
     return env
 
 
-def init_project(workdir: Path, store: Store) -> None:
+def cache_dir(workdir: Path) -> Path:
+    """DVC's cache for one terrasnap workdir, shared by the source's project and the private one, so an
+    object fetched from the source's remote is never copied or uploaded twice."""
+    return workdir / ".dvc-cache"
+
+
+def init_project(workdir: Path, store: Store, cache: Path) -> None:
     """A DVC project (no git) whose default remote is the store, configured only from non-secret settings.
 
     The config is written directly (it is DVC's documented INI format): one `dvc` process per setting
@@ -47,10 +62,11 @@ def init_project(workdir: Path, store: Store) -> None:
     if not (workdir / ".dvc").is_dir():
         from dvc.repo import Repo
 
-        with _dvc_call(workdir, DVCError, "init"):
+        with _dvc_call(workdir, DVCError, "init", scratch=workdir.parent):
             Repo.init(str(workdir), no_scm=True)
     remote_url = store.root if store.scheme == "file" else store.url
     lines = ["[core]", "    no_scm = True", "    analytics = false", f"    remote = {REMOTE}",
+             "[cache]", f"    dir = {cache}",
              f"['remote \"{REMOTE}\"']", f"    url = {remote_url}"]
     local: list[str] = []
     if store.scheme == "gs":
@@ -66,7 +82,8 @@ def init_project(workdir: Path, store: Store) -> None:
 
 
 @contextmanager
-def _dvc_call(workdir: Path, error: type[Exception], what: str) -> Iterator[None]:
+def _dvc_call(workdir: Path, error: type[Exception], what: str, *, scratch: Path,
+              scrub: bool = False) -> Iterator[None]:
     """DVC's Python API in this process (a `dvc` process costs a second of imports per call), with the
     environment a `dvc` command would get and DVC's own log messages folded into our error."""
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
@@ -80,7 +97,9 @@ def _dvc_call(workdir: Path, error: type[Exception], what: str) -> Iterator[None
     handler = _Collect()
     dvc_logger = logging.getLogger("dvc")
     dvc_logger.addHandler(handler)
-    os.environ.update(dvc_env(workdir))
+    env = dvc_env(scratch, scrub)
+    os.environ.clear()
+    os.environ.update(env)
     os.chdir(workdir)  # stage commands and relative targets resolve against the project
     # DVC talks to stdout ("Running stage ..."); our stdout carries only the result document.
     sys.stdout.flush()
@@ -89,6 +108,8 @@ def _dvc_call(workdir: Path, error: type[Exception], what: str) -> Iterator[None
     try:
         with redirect_stdout(sys.stderr):
             yield
+    except TerrasnapError:
+        raise  # already says what and where
     except Exception as exc:
         causes: list[str] = []
         cur: BaseException | None = exc
@@ -111,7 +132,7 @@ def _dvc_call(workdir: Path, error: type[Exception], what: str) -> Iterator[None
 def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[Any]:
     from dvc.repo import Repo
 
-    with _dvc_call(workdir, error, what), Repo(str(workdir)) as repo:
+    with _dvc_call(workdir, error, what, scratch=workdir.parent), Repo(str(workdir)) as repo:
         yield repo
 
 
@@ -126,9 +147,10 @@ def repro(workdir: Path, what: str = "repro") -> None:
         repo.reproduce()
 
 
-def push(workdir: Path, jobs: int | None = None) -> None:
+def push(workdir: Path, jobs: int | None = None) -> int:
+    """Returns how many objects were uploaded (those the store already has are skipped)."""
     with _in_project(workdir, StoreUnreachable, "push") as repo:
-        repo.push(remote=REMOTE, jobs=jobs)
+        return int(repo.push(remote=REMOTE, jobs=jobs) or 0)
 
 
 @dataclass(frozen=True)
@@ -140,19 +162,19 @@ class TrackedDir:
     entries: dict[str, str]  # relpath -> md5
 
 
-def cache_object(workdir: Path, md5: str) -> Path:
+def cache_object(cache: Path, md5: str) -> Path:
     """Where DVC's local cache keeps an object (the same layout as the remote)."""
-    return workdir / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
+    return cache / "files" / "md5" / md5[:2] / md5[2:]
 
 
-def read_dir_object(workdir: Path, md5: str) -> dict[str, str]:
-    data = json.loads(cache_object(workdir, md5).read_text())
+def read_dir_object(cache: Path, md5: str) -> dict[str, str]:
+    data = json.loads(cache_object(cache, md5).read_text())
     return {item["relpath"]: item["md5"] for item in data}
 
 
 def _tracked(workdir: Path, out: dict[str, Any]) -> TrackedDir:
     md5 = out["md5"]
-    entries = read_dir_object(workdir, md5) if md5.endswith(".dir") else {}
+    entries = read_dir_object(cache_dir(workdir.parent), md5) if md5.endswith(".dir") else {}
     return TrackedDir(out["path"], md5, int(out.get("size", 0)), int(out.get("nfiles", 1)), entries)
 
 

@@ -59,3 +59,9 @@ class GCIncomplete(TerrasnapError):
     """GC finished, but some deletes failed; the report lists them and the next run retries."""
 
     reason = contract.GC_INCOMPLETE
+
+
+class PointerMismatch(TerrasnapError):
+    """A source's DVC pointers and its bytes disagree: data never pushed, or a corrupted remote object."""
+
+    reason = contract.POINTER_MISMATCH

@@ -3,6 +3,9 @@
 Order matters for safety: nothing reaches the store before validation passed, objects are registered as
 in-flight before they are pushed (GC protocol), and manifest.parquet — the mark of a published snapshot —
 is written last, after every object it names has been verified in the store.
+
+`_prepare` does everything that needs no store write and returns a `SnapshotPlan`; `_push` and `_publish`
+only carry the plan out.
 """
 
 from __future__ import annotations
@@ -63,6 +66,8 @@ class Stats:
 
     bytes_hashed: int = 0
     hash_cache_hits: int = 0
+    objects_fetched: int = 0  # from the source's own DVC remotes
+    objects_pushed: int = 0  # uploaded to the store (objects it already had are not)
 
 
 def default_name(source: str) -> str:
@@ -107,19 +112,6 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _pipeline_of(mat: Materialized) -> tuple[dict[str, Any], dict[str, str]]:
-    """The source's own DVC pipeline, reproduced in the sandbox; returns (identity, files to upload)."""
-    own = mat.root / "dvc.yaml"
-    if not own.exists():
-        return {}, {}
-    dvc.repro(mat.root, what="repro (the source's own dvc.yaml)")
-    files = {"source-dvc.yaml": own.read_text()}
-    lock = mat.root / "dvc.lock"
-    if lock.exists():
-        files["source-dvc.lock"] = lock.read_text()
-    return {"dvc.yaml": yaml.safe_load(files["source-dvc.yaml"])}, files
-
-
 def _verify(store: Store, expected: dict[str, int | None]) -> None:
     """Every object exists with the size DVC recorded — DVC's own push does not check (dvc #10498, #11011)."""
     missing: list[str] = []
@@ -139,20 +131,50 @@ def _verify(store: Store, expected: dict[str, int | None]) -> None:
         raise VerifyFailed(f"store {store.url}: after push, " + "; ".join(parts))
 
 
-def _object_sizes(project: Path, objects: list[str]) -> dict[str, int | None]:
+def _object_sizes(cache: Path, objects: list[str]) -> dict[str, int | None]:
     sizes: dict[str, int | None] = {}
     for md5 in objects:
-        cached = dvc.cache_object(project, md5)
+        cached = dvc.cache_object(cache, md5)
         sizes[md5] = cached.stat().st_size if cached.exists() else None
     return sizes
+
+
+@dataclass
+class SnapshotPlan:
+    """Everything prepared and checked before a byte reaches the store; pushing and publishing only carry
+    it out. Built by `_prepare`, consumed by `_push` and `_publish`."""
+
+    req: SnapshotRequest
+    name: str
+    store: Store
+    mat: Materialized
+    project: Path
+    cache: Path
+    rows: list[FileRow]
+    report: dict[str, Any]
+    sid: str
+    folder: str
+    objects: list[str]  # every object the snapshot references (GC roots), the source's own included
+    extra_objects: list[str]  # the source's DVC objects the private project does not push (its .dir listings)
+    sizes: dict[str, int | None]
+    side_files: dict[str, bytes]  # the source's pointers, dvc.yaml/dvc.lock and params, under source/
+    summary: Summary = field(default_factory=Summary)
+
+    @property
+    def uris(self) -> dict[str, str]:
+        return {k: self.store.uri(f"{self.folder}/{f}") for k, f in (
+            ("manifest", "manifest.parquet"), ("metadata", "metadata.json"),
+            ("lock", "dvc.lock"), ("stac", "collection.json"))}
+
+    @property
+    def stages(self) -> dict[str, str]:
+        return dict(self.mat.dvc.stages) if self.mat.dvc else {}
 
 
 def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> dict[str, Any]:
     """Make (or find) the snapshot; returns the result document of docs/contracts.md. Raises TerrasnapError."""
     t0 = time.monotonic()
     stats = Stats()
-    name = req.name or default_name(req.source)
-    spec = parse_source(req.source)
     store = Store.from_url(req.store, req.endpoint)
     progress(f"checking store {store.url}")
     store.check_reachable()
@@ -165,73 +187,99 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         workdir = req.workdir
         workdir.mkdir(parents=True, exist_ok=True)
     try:
-        progress(f"fetching source {spec.describe()['uri']}")
-        mat = materialize(spec, workdir, req.endpoint)
-        pipeline, pipeline_files = _pipeline_of(mat)
-        entries = scan(mat.root)
-        progress(f"scanned {len(entries)} file(s), {sum(e.size for e in entries)} bytes")
-
-        project = workdir / "project"
-        dvc.init_project(project, store)
-        _link_tree(entries, mat.root, project / "raw")
-        _write_if_changed(project / "policy.json", json.dumps(req.policy.to_dict(), sort_keys=True, indent=1) + "\n")
-        _write_if_changed(project / "dvc.yaml", yaml.safe_dump(stage_command(), sort_keys=False))
-
-        progress("dvc add raw (hashing the inputs)")
-        dvc.add(project, "raw")
-        progress("dvc repro (validate + normalize)")
-        try:
-            dvc.repro(project)
-        except DVCError as exc:
-            report = load_report(project)
-            if report is not None and not report.get("ok", True):
-                raise ValidationFailed(rejection_message(report)) from None
-            raise exc
-        report = load_report(project)
-        if report is None:
-            raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
-
-        progress("hashing (sha256 + md5)")
-        rows = _hash_rows(project, report, stats, workdir)
-
-        outs = dvc.tracked_outputs(project)
-        _check_md5_agree(rows, outs)
-        objects = dvc.referenced_objects(outs)
-        sid = snapshot_id(rows, req.policy.to_dict(), pipeline)
-        hexid = sid.split(":", 1)[1]
-        folder = Store.manifest_rel(req.namespace, name, hexid)
-
-        sizes = _object_sizes(project, objects)
+        plan = _prepare(req, store, workdir, stats, progress)
         # Registered before the push, so a concurrent GC keeps these objects (docs/gc.md).
-        with refs.inflight(store, objects, owner=f"{req.namespace}/{name}", manifest=folder) as reg:
-            progress(f"dvc push to {store.url} ({len(objects)} object(s))")
-            dvc.push(project)
+        owner = f"{req.namespace}/{plan.name}"
+        with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
+            progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
+            stats.objects_pushed += _push(plan)
             progress("verifying every object in the store")
             # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
-            reg.confirm(lambda: _verify(store, sizes), repair=lambda: dvc.push(project))
-            summary = _summary(rows, report)
-            created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-            uris = {k: store.uri(f"{folder}/{f}") for k, f in (
-                ("manifest", "manifest.parquet"), ("metadata", "metadata.json"),
-                ("lock", "dvc.lock"), ("stac", "collection.json"))}
-            if store.exists(f"{folder}/manifest.parquet"):
-                progress(f"snapshot {sid} is already published; nothing to write")
+            reg.confirm(lambda: _verify(store, plan.sizes), repair=lambda: void(_push(plan)))
+            if store.exists(f"{plan.folder}/manifest.parquet"):
+                progress(f"snapshot {plan.sid} is already published; nothing to write")
             else:
-                _publish(store, folder, project, rows, report, sid, req, name, mat, objects, summary,
-                         created, uris, pipeline_files)
+                _publish(plan)
             reg.published()
-        progress(f"done: {sid} in {time.monotonic() - t0:.1f}s")
+        progress(f"done: {plan.sid} in {time.monotonic() - t0:.1f}s")
         return {
             "ok": True,
-            "snapshotID": sid,
-            **uris,
-            "source": {"commit": mat.commit},
-            "summary": summary.to_dict(),
-            "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits},
+            "snapshotID": plan.sid,
+            **plan.uris,
+            "source": {"commit": plan.mat.commit},
+            "summary": plan.summary.to_dict(),
+            "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits,
+                      "objectsFetched": stats.objects_fetched, "objectsPushed": stats.objects_pushed,
+                      "stages": plan.stages},
         }
     finally:
         if tmp is not None:
             tmp.cleanup()
+
+
+def _prepare(req: SnapshotRequest, store: Store, workdir: Path, stats: Stats, progress: Progress) -> SnapshotPlan:
+    """Source → private DVC project → validated, normalized, hashed: the plan of what to push and publish."""
+    name = req.name or default_name(req.source)
+    spec = parse_source(req.source)
+    progress(f"fetching source {spec.describe()['uri']}")
+    mat = materialize(spec, workdir, req.endpoint, store=store, progress=progress)
+    if mat.dvc:
+        stats.objects_fetched = mat.dvc.fetched
+        for stage, state in mat.dvc.stages.items():
+            progress(f"source stage {stage}: {state}")
+    entries = scan(mat.root)
+    progress(f"scanned {len(entries)} file(s), {sum(e.size for e in entries)} bytes")
+
+    project = workdir / "project"
+    cache = dvc.cache_dir(workdir)
+    dvc.init_project(project, store, cache)
+    _link_tree(entries, mat.root, project / "raw")
+    _write_if_changed(project / "policy.json", json.dumps(req.policy.to_dict(), sort_keys=True, indent=1) + "\n")
+    _write_if_changed(project / "dvc.yaml", yaml.safe_dump(stage_command(), sort_keys=False))
+
+    progress("dvc add raw (hashing the inputs)")
+    dvc.add(project, "raw")
+    progress("dvc repro (validate + normalize)")
+    try:
+        dvc.repro(project)
+    except DVCError as exc:
+        report = load_report(project)
+        if report is not None and not report.get("ok", True):
+            raise ValidationFailed(rejection_message(report)) from None
+        raise exc
+    report = load_report(project)
+    if report is None:
+        raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
+
+    progress("hashing (sha256 + md5)")
+    rows = _hash_rows(project, report, stats, workdir)
+    outs = dvc.tracked_outputs(project)
+    _check_md5_agree(rows, outs)
+    own = dvc.referenced_objects(outs)
+    extra = sorted(set(mat.dvc.objects) - set(own)) if mat.dvc else []
+    objects = sorted(set(own) | set(extra))
+    sid = snapshot_id(rows, req.policy.to_dict(), mat.dvc.identity if mat.dvc else {})
+    return SnapshotPlan(
+        req=req, name=name, store=store, mat=mat, project=project, cache=cache, rows=rows, report=report,
+        sid=sid, folder=Store.manifest_rel(req.namespace, name, sid.split(":", 1)[1]), objects=objects,
+        extra_objects=extra, sizes=_object_sizes(cache, objects),
+        side_files=dict(mat.dvc.side_files) if mat.dvc else {}, summary=_summary(rows, report))
+
+
+def void(_value: object) -> None:
+    return None
+
+
+def _push(plan: SnapshotPlan) -> int:
+    """`dvc push` of the private project, then the source's own listings, so `dvc pull` with the
+    repository's pointers works against the store too. Returns how many objects were uploaded."""
+    pushed = dvc.push(plan.project)
+    for md5 in plan.extra_objects:
+        rel = Store.object_rel(md5)
+        if not plan.store.exists(rel):
+            plan.store.put_file(str(dvc.cache_object(plan.cache, md5)), rel)
+            pushed += 1
+    return pushed
 
 
 def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, workdir: Path) -> list[FileRow]:
@@ -278,38 +326,40 @@ def _summary(rows: list[FileRow], report: dict[str, Any]) -> Summary:
     )
 
 
-def _publish(store: Store, folder: str, project: Path, rows: list[FileRow], report: dict[str, Any], sid: str,
-             req: SnapshotRequest, name: str, mat: Materialized, objects: list[str], summary: Summary,
-             created: str, uris: dict[str, str], pipeline_files: dict[str, str]) -> None:
+def _publish(plan: SnapshotPlan) -> None:
     import dvc as dvc_pkg
     import rasterio
 
+    req, mat, store, uris = plan.req, plan.mat, plan.store, plan.uris
+    created = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     metadata = {
-        "snapshotID": sid,
-        "name": name,
+        "snapshotID": plan.sid,
+        "name": plan.name,
         "namespace": req.namespace,
         "source": {**mat.spec.describe(), "commit": mat.commit, "subdirectory": mat.spec.subdirectory or None},
         "store": store.url,
         "policy": req.policy.to_dict(),
-        "summary": summary.to_dict(),
+        "summary": plan.summary.to_dict(),
         "created": created,
         "versions": {"terrasnap": __version__, "dvc": dvc_pkg.__version__, "gdal": rasterio.__gdal_version__,
                      "rasterio": rasterio.__version__},
-        "objects": objects,
+        "objects": plan.objects,
         "manifest": uris["manifest"],
     }
-    bbox = union_bbox([r.props.get("bbox") or [] for r in rows if r.role == "normalized"])
-    stac = stac_collection(sid, name, req.namespace, bbox, created, uris["manifest"], uris["metadata"])
+    if mat.dvc:
+        metadata["pipeline"] = {"stages": plan.stages, "files": sorted(plan.side_files)}
+    bbox = union_bbox([r.props.get("bbox") or [] for r in plan.rows if r.role == "normalized"])
+    stac = stac_collection(plan.sid, plan.name, req.namespace, bbox, created, uris["manifest"], uris["metadata"])
     uploads: dict[str, bytes] = {
         "metadata.json": json.dumps(metadata, indent=1, sort_keys=True).encode(),
-        "dvc.lock": (project / "dvc.lock").read_bytes(),
-        "dvc.yaml": (project / "dvc.yaml").read_bytes(),
-        "raw.dvc": (project / "raw.dvc").read_bytes(),
-        "report.json": json.dumps(report, indent=1, sort_keys=True).encode(),
+        "dvc.lock": (plan.project / "dvc.lock").read_bytes(),
+        "dvc.yaml": (plan.project / "dvc.yaml").read_bytes(),
+        "raw.dvc": (plan.project / "raw.dvc").read_bytes(),
+        "report.json": json.dumps(plan.report, indent=1, sort_keys=True).encode(),
         "collection.json": json.dumps(stac, indent=1, sort_keys=True).encode(),
-        **{k: v.encode() for k, v in pipeline_files.items()},
+        **plan.side_files,
     }
     for fname, data in uploads.items():
-        store.write_bytes(f"{folder}/{fname}", data)
+        store.write_bytes(f"{plan.folder}/{fname}", data)
     # Last: a manifest.parquet in the store means every object and side file above is there.
-    store.write_bytes(f"{folder}/manifest.parquet", manifest_bytes(rows, sid))
+    store.write_bytes(f"{plan.folder}/manifest.parquet", manifest_bytes(plan.rows, plan.sid))

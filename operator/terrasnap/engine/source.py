@@ -1,19 +1,28 @@
 """Sources: a local directory, a bucket prefix, or a git repository in pip's `git+URL@REV#subdirectory=P` form.
 
-Each is materialized as a local directory; git sources also resolve the exact commit that was used.
+Each is materialized as a local directory; git sources also resolve the exact commit that was used. A git
+or local source that is a DVC project (engine/dvcsource.py) has its tracked data fetched from its own
+remotes and its pipeline reproduced, in a sandbox copy: the caller's directory is never written to.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 from terrasnap.api import contract
 from terrasnap.engine.errors import GitError, SourceUnavailable, UsageError
+
+if TYPE_CHECKING:
+    from terrasnap.engine.dvcsource import DvcSource
+    from terrasnap.engine.store import Store
 
 
 @dataclass
@@ -34,6 +43,7 @@ class Materialized:
     spec: SourceSpec
     commit: str | None = None
     meta: dict[str, object] = field(default_factory=dict)
+    dvc: DvcSource | None = None  # set when the source is a DVC project
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -92,8 +102,6 @@ def _git(args: list[str], cwd: Path | None = None) -> str:
 
 def _materialize_git(spec: SourceSpec, dest: Path) -> Materialized:
     if dest.exists():
-        import shutil
-
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     _git(["init", "-q", str(dest)])
@@ -144,12 +152,33 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
     return Materialized(root=dest, spec=spec)
 
 
-def materialize(spec: SourceSpec, workdir: Path, endpoint: str | None = None) -> Materialized:
+def _sandbox_copy(root: Path, dest: Path) -> Path:
+    """A local DVC project is reproduced in a copy (its stages write outputs), without its cache or git."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(root, dest, symlinks=True, ignore=lambda d, names: [
+        n for n in names if n == ".git" or (Path(d).name == ".dvc" and n in ("cache", "tmp", "config.local"))])
+    return dest
+
+
+def materialize(spec: SourceSpec, workdir: Path, endpoint: str | None = None, store: Store | None = None,
+                progress: Callable[[str], None] | None = None) -> Materialized:
+    """The source as a local directory. `store` (when snapshotting) lets a DVC remote that is the store
+    itself be read with the store's own settings."""
+    from terrasnap.engine import dvcsource
+
     if spec.kind == "local":
         root = Path(spec.path)
         if not root.is_dir():
             raise SourceUnavailable(f"source {spec.raw}: no such directory")
-        return Materialized(root=root, spec=spec)
+        if not dvcsource.is_dvc_source(root, root):
+            return Materialized(root=root, spec=spec)
+        mat = Materialized(root=_sandbox_copy(root, workdir / "checkout"), spec=spec)
+        mat.dvc = dvcsource.prepare(mat.root, mat.root, workdir, store, progress, origin=root.resolve())
+        return mat
     if spec.kind == "git":
-        return _materialize_git(spec, workdir / "checkout")
+        mat = _materialize_git(spec, workdir / "checkout")
+        mat.dvc = dvcsource.prepare(mat.root, workdir / "checkout", workdir, store, progress)
+        return mat
     return _materialize_bucket(spec, workdir / "bucket", endpoint)
+    return mat

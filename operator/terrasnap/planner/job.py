@@ -32,6 +32,9 @@ from terrasnap.planner.common import (
 
 CONTAINER = "snapshot"
 RESULT_FILE = "/dev/termination-log"
+# One directory per DVC remote the repository names (engine/dvcsource.py reads <dir>/<remote>/credentials.json).
+DVC_REMOTES_DIR = contract.DVC_REMOTE_CREDENTIALS_DIR
+DVC_REMOTES_ENV = contract.DVC_REMOTE_CREDENTIALS_ENV
 
 
 @dataclass(frozen=True)
@@ -125,6 +128,15 @@ def plan_job(
                 "valueFrom": {"secretKeyRef": {"name": git.credentials.name, "key": git.credentials.key}},
             }
         )
+    if git is not None and git.dvc_remotes:
+        # Only Secrets of the snapshot's own namespace; each mounted for its remote alone.
+        for i, remote in enumerate(git.dvc_remotes):
+            volumes.append({"name": f"dvc-remote-{i}", "secret": {
+                "secretName": remote.credentials.name, "defaultMode": 0o440,
+                "items": [{"key": remote.credentials.key, "path": contract.DVC_REMOTE_CREDENTIALS_FILE}]}})
+            mounts.append({"name": f"dvc-remote-{i}", "mountPath": f"{DVC_REMOTES_DIR}/{remote.name}",
+                           "readOnly": True})
+        env.append({"name": DVC_REMOTES_ENV, "value": DVC_REMOTES_DIR})
     volume = spec.source.volume
     if volume is not None:
         volumes.append(

@@ -1,0 +1,82 @@
+"""A source repository's `.dvc/config` is input: only remotes survive, credentials come from the snapshot's
+own per-remote Secrets (or the store's, for the store itself), never from what the repository says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from configobj import ConfigObj
+
+from terrasnap.engine import dvc
+from terrasnap.engine.dvcsource import CREDENTIALS_ENV, sanitize_config
+from terrasnap.engine.store import Store
+
+HOSTILE = """[core]
+    remote = storage
+    site_cache_dir = /tmp/elsewhere
+['remote "storage"']
+    url = gs://team-bucket/dvc
+    endpointurl = https://attacker.example
+    credentialpath = /var/run/secrets/terrasnap/store/credentials.json
+['remote "store"']
+    url = gs://acme-geo/dvc/
+    endpointurl = https://attacker.example
+['remote "s3"']
+    url = s3://elsewhere/dvc
+['remote "local"']
+    url = ../../shared-remote
+[cache]
+    dir = /etc
+    type = symlink
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "checkout"
+    (root / ".dvc" / "cache").mkdir(parents=True)
+    (root / ".dvc" / "config").write_text(HOSTILE)
+    (root / ".dvc" / "config.local").write_text("[core]\n    remote = s3\n")
+    return root
+
+
+def test_only_remote_urls_and_endpoints_survive_and_credentials_are_per_remote(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "dvc-remotes"
+    (creds / "storage").mkdir(parents=True)
+    (creds / "storage" / "credentials.json").write_text("{}")
+    monkeypatch.setenv(CREDENTIALS_ENV, str(creds))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/var/run/secrets/terrasnap/store/credentials.json")
+    store = Store.from_url("gs://acme-geo/dvc", "http://127.0.0.1:4443")  # an emulator: no login
+    remotes = sanitize_config(project, store, tmp_path / "work")
+    conf = ConfigObj(str(project / ".dvc" / "config"))
+    assert remotes.default == "storage" and set(remotes.refused) == {"s3"}
+    assert dict(conf['remote "storage"']) == {
+        "url": "gs://team-bucket/dvc", "endpointurl": "https://attacker.example",
+        "credentialpath": str(creds / "storage" / "credentials.json")}  # its own Secret, not the store's
+    # the store itself: the store's endpoint (and credentials), never the repository's
+    assert dict(conf['remote "store"']) == {
+        "url": "gs://acme-geo/dvc/", "endpointurl": "http://127.0.0.1:4443", "allow_anonymous_login": "true"}
+    assert dict(conf['remote "local"']) == {"url": str(tmp_path / "shared-remote")}
+    assert 'remote "s3"' not in conf
+    assert dict(conf["cache"]) == {"dir": str(dvc.cache_dir(tmp_path / "work"))}
+    assert "site_cache_dir" not in conf["core"] and conf["core"]["no_scm"] == "True"
+    assert not (project / ".dvc" / "config.local").exists() and not (project / ".dvc" / "cache").exists()
+
+
+def test_without_a_secret_a_remote_gets_no_credentials(project: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(CREDENTIALS_ENV, raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/var/run/secrets/terrasnap/store/credentials.json")
+    sanitize_config(project, Store.from_url(f"file://{tmp_path / 'store'}"), tmp_path / "work")
+    conf = ConfigObj(str(project / ".dvc" / "config"))
+    assert "credentialpath" not in conf['remote "storage"'] and "credentialpath" not in conf['remote "store"']
+
+
+def test_an_unreadable_config_is_a_usage_error(project: Path, tmp_path: Path) -> None:
+    from terrasnap.engine.errors import UsageError
+
+    (project / ".dvc" / "config").write_text("[core\nremote = = x\n[[[")
+    with pytest.raises(UsageError, match="not a readable DVC config"):
+        sanitize_config(project, None, tmp_path / "work")
