@@ -96,7 +96,7 @@ def add_remote(repo: Path, name: str, url: str, endpoint: str | None = None, def
         run(repo, "dvc", "remote", "modify", name, "allow_anonymous_login", "true")
 
 
-def annotations(repo: Path, n: int = 3, seed: int = 0) -> None:
+def write_annotations(repo: Path, n: int = 3, seed: int = 0) -> None:
     for i in range(n):
         sd.write_geojson(repo / "data" / "raw" / "annotations" / f"tile_{i}.geojson",
                          sd.buildings(6, seed=seed + i, lon0=7.40 + 0.01 * i))
@@ -108,7 +108,7 @@ def make_team_repo(repo: Path, remote: str, endpoint: str | None = None, pipelin
     run(repo, "git", "init", "-q", "-b", "main")
     run(repo, "dvc", "init", "-q")
     add_remote(repo, "storage", remote, endpoint, default=True)
-    annotations(repo)
+    write_annotations(repo)
     run(repo, "dvc", "add", "-q", "data/raw/annotations")
     if pipeline:
         (repo / "scripts").mkdir()
