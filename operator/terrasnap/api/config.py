@@ -116,10 +116,15 @@ def _matching(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
     return parse
 
 
-def _image(raw: str) -> str:
-    if not raw.strip() or any(c.isspace() for c in raw):
-        raise ValueError("expected a container image reference without spaces")
-    return raw
+def _word(what: str) -> Callable[[str], str]:
+    """A non-empty value without whitespace (an image reference, a bind address)."""
+
+    def parse(raw: str) -> str:
+        if not raw.strip() or any(c.isspace() for c in raw):
+            raise ValueError(f"expected {what}")
+        return raw
+
+    return parse
 
 
 def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
@@ -129,12 +134,6 @@ def _choice(choices: tuple[str, ...]) -> Callable[[str], str]:
         return raw
 
     return parse
-
-
-def _address(raw: str) -> str:
-    if not raw.strip() or any(c.isspace() for c in raw):
-        raise ValueError("expected a bind address such as 0.0.0.0")
-    return raw
 
 
 def _liveness(raw: str) -> str | None:
@@ -180,7 +179,7 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("namespace", "TERRASNAP_NAMESPACE", _matching(_DNS_LABEL, "a namespace name (DNS-1123 label)")),
-    Setting("worker_image", "TERRASNAP_WORKER_IMAGE", _image),
+    Setting("worker_image", "TERRASNAP_WORKER_IMAGE", _word("a container image reference without spaces")),
     Setting("image_pull_policy", "TERRASNAP_IMAGE_PULL_POLICY", _choice(PULL_POLICIES)),
     Setting("worker_service_account", "TERRASNAP_WORKER_SERVICE_ACCOUNT", _SERVICE_ACCOUNT),
     Setting("gc_service_account", "TERRASNAP_GC_SERVICE_ACCOUNT", _SERVICE_ACCOUNT),
@@ -193,7 +192,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("workers", "TERRASNAP_WORKERS", _integer(1, 1024)),
     Setting("worker_limit", "TERRASNAP_WORKER_LIMIT", _integer(1)),
     Setting("metrics_port", "TERRASNAP_METRICS_PORT", _integer(0, 65535), "--metrics-port"),
-    Setting("metrics_address", "TERRASNAP_METRICS_ADDRESS", _address, "--metrics-address"),
+    Setting("metrics_address", "TERRASNAP_METRICS_ADDRESS", _word("a bind address such as 0.0.0.0"), "--metrics-address"),
     Setting("liveness", "TERRASNAP_LIVENESS", _liveness, "--liveness"),
     Setting("peering", "TERRASNAP_PEERING", _matching(_DNS_SUBDOMAIN, "a KopfPeering name"), "--peering"),
     Setting("priority", "TERRASNAP_PRIORITY", _integer(), "--priority"),

@@ -454,7 +454,7 @@ def _check_bytes(project: Path, cache: Path, workdir: Path, outs: list[Any]) -> 
     if absent:
         raise PointerMismatch(f"DVC-tracked file(s) missing after checkout: {', '.join(absent[:10])}")
     paths = sorted(expected)
-    hc = HashCache(workdir / ".terrasnap" / "hashes.json")
+    hc = HashCache.of_workdir(workdir)
     hashes = hash_many([project / p for p in paths], hc)
     hc.save()
     bad = [f"{p}: md5 {h.md5}, but {expected[p][1]} says {expected[p][0]}"

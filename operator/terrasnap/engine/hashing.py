@@ -57,6 +57,11 @@ class HashCache:
         self.bytes_read = 0
         self.hits = 0
 
+    @classmethod
+    def of_workdir(cls, workdir: Path) -> HashCache:
+        """The workdir's one cache: the source check and the snapshot's hashing share it (hard links hit)."""
+        return cls(workdir / ".terrasnap" / "hashes.json")
+
     @staticmethod
     def _key(path: Path) -> tuple[str, int, int]:
         st = path.stat()

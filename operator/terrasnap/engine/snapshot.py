@@ -290,7 +290,7 @@ def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, workdir: Pat
             for p in sorted(base.rglob("*")):
                 if p.is_file():
                     files.append((p.relative_to(project).as_posix(), role, p))
-    cache = HashCache(workdir / ".terrasnap" / "hashes.json")
+    cache = HashCache.of_workdir(workdir)
     hashes = hash_many([p for _, _, p in files], cache)
     cache.save()
     stats.bytes_hashed += cache.bytes_read
