@@ -109,8 +109,9 @@ def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
-    """Run an engine call, map errors to the exit-code contract, always write the result file."""
+def _run(result_file: str | None, fn: Callable[[], dict[str, Any]], errors_only: bool = False) -> None:
+    """Run an engine call, map errors to the exit-code contract, always write the result file (with
+    `errors_only`, only a failure's: the Job's first steps report nothing when they succeed)."""
     try:
         result = fn()
     except TerrasnapError as exc:
@@ -124,7 +125,8 @@ def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
         click.echo(f"terrasnap: internal error: {msg}", err=True)
         _write_result(result_file, {"ok": False, "error": {"reason": contract.INTERNAL_ERROR, "message": msg}})
         sys.exit(contract.exit_code(contract.INTERNAL_ERROR))
-    _write_result(result_file, result)
+    if not errors_only or result.get("ok") is False:
+        _write_result(result_file, result)
     click.echo(json.dumps(result, indent=1, sort_keys=True))
     if result.get("ok") is False:  # finished, but not fully (a GC whose deletes partly failed)
         sys.exit(contract.exit_code(str((result.get("error") or {}).get("reason", contract.INTERNAL_ERROR))))
@@ -137,7 +139,7 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("source")
+@click.argument("source", required=False)
 @click.option("--store", required=True, help="file:///path or gs://bucket/prefix")
 @click.option("--endpoint", default=None, help="store endpoint (emulators); also TERRASNAP_STORE_ENDPOINT")
 @click.option("--name", default=None, help="snapshot name (default: the source's last path part)")
@@ -146,19 +148,79 @@ def main() -> None:
 @click.option("--result-file", default=None, help="write the JSON result here (≤ 4 KB), e.g. /dev/termination-log")
 @click.option("--workdir", type=click.Path(path_type=Path), default=None,
               help="keep the DVC project here between runs (re-snapshots then re-read nothing)")
-def snapshot(source: str, store: str, endpoint: str | None, name: str | None, namespace: str,
-             result_file: str | None, workdir: Path | None, policy_file: str | None, rules: tuple[str, ...],
-             **policy_fields: str | None) -> None:
+@click.option("--prepared", type=click.Path(path_type=Path), default=None,
+              help="the state file of `terrasnap source fetch` (then SOURCE may be left out): snapshot what the "
+                   "fetch and pipeline steps left in --workdir, trusting none of the pipeline's files")
+@click.option("--private", type=click.Path(path_type=Path), default=None,
+              help="with --prepared: a directory only this step writes (its DVC project and caches)")
+def snapshot(source: str | None, store: str, endpoint: str | None, name: str | None, namespace: str,
+             result_file: str | None, workdir: Path | None, prepared: Path | None, private: Path | None,
+             policy_file: str | None, rules: tuple[str, ...], **policy_fields: str | None) -> None:
     """Validate SOURCE, snapshot it into STORE, and print the result."""
 
     def go() -> dict[str, Any]:
         from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
 
-        req = SnapshotRequest(source=source, store=store, endpoint=endpoint, name=name, namespace=namespace,
-                              policy=_policy(policy_file, rules, **policy_fields), workdir=workdir)
+        if source is None and prepared is None:
+            raise UsageError("terrasnap snapshot needs SOURCE (or --prepared STATE with --workdir)")
+        if prepared is not None and workdir is None:
+            raise UsageError("--prepared needs --workdir (where `terrasnap source fetch` fetched the source)")
+        if private is not None and prepared is None:
+            raise UsageError("--private is for --prepared only")
+        req = SnapshotRequest(source=source or "", store=store, endpoint=endpoint, name=name, namespace=namespace,
+                              policy=_policy(policy_file, rules, **policy_fields), workdir=workdir,
+                              prepared=prepared, private=private)
         return run_snapshot(req)
 
     _run(result_file, go)
+
+
+@main.group("source")
+def source_group() -> None:
+    """The Job's first step: fetch a source (with its own credentials only)."""
+
+
+@source_group.command("fetch")
+@click.argument("source")
+@click.option("--workdir", required=True, type=click.Path(path_type=Path), help="where to fetch it")
+@click.option("--state", type=click.Path(path_type=Path), default=None,
+              help="write what was fetched here too (default: only WORKDIR/.terrasnap/source.json); "
+                   "`terrasnap snapshot --prepared` reads it")
+@click.option("--store", default=None, help="the store's URL: a DVC remote that is the store is read with its "
+                                            "endpoint (never with its credentials here)")
+@click.option("--endpoint", default=None, help="the store's endpoint (emulators); also TERRASNAP_STORE_ENDPOINT")
+@click.option("--result-file", default=None, help="on failure, write the JSON result here")
+def source_fetch(source: str, workdir: Path, state: Path | None, store: str | None, endpoint: str | None,
+                 result_file: str | None) -> None:
+    """Fetch SOURCE into WORKDIR: a checkout, a bucket prefix, a DVC project's tracked data. Runs none of
+    the source's own code."""
+
+    def go() -> dict[str, Any]:
+        from terrasnap.engine.steps import fetch_step
+
+        return fetch_step(source, workdir, state, store, endpoint)
+
+    _run(result_file, go, errors_only=True)
+
+
+@main.group("pipeline")
+def pipeline_group() -> None:
+    """The Job's second step: the source repository's own DVC pipeline (no credentials)."""
+
+
+@pipeline_group.command("run")
+@click.option("--workdir", required=True, type=click.Path(path_type=Path),
+              help="what `terrasnap source fetch` fetched")
+@click.option("--result-file", default=None, help="on failure, write the JSON result here")
+def pipeline_run(workdir: Path, result_file: str | None) -> None:
+    """`dvc repro` of the fetched DVC project's stages the snapshot needs (nothing to do for other sources)."""
+
+    def go() -> dict[str, Any]:
+        from terrasnap.engine.steps import pipeline_step
+
+        return pipeline_step(workdir)
+
+    _run(result_file, go, errors_only=True)
 
 
 @main.command()

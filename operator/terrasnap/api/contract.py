@@ -93,6 +93,9 @@ SUMMARY_KEYS = tuple(f.name for f in fields(Summary))
 DVC_REMOTE_CREDENTIALS_ENV = "TERRASNAP_DVC_REMOTE_CREDENTIALS"
 DVC_REMOTE_CREDENTIALS_DIR = "/var/run/secrets/terrasnap/dvc-remotes"
 DVC_REMOTE_CREDENTIALS_FILE = "credentials.json"
+# A bucket source's own key file (source.bucket.credentialsSecret), mounted in the fetch container only.
+SOURCE_CREDENTIALS_ENV = "TERRASNAP_SOURCE_CREDENTIALS"
+SOURCE_CREDENTIALS_DIR = "/var/run/secrets/terrasnap/source"
 
 # -- source and store URLs -------------------------------------------------------------------------------
 # ssh:// is refused: a Job's pod has no ssh key (the operator passes only an https token,

@@ -168,8 +168,11 @@ def cache_object(cache: Path, md5: str) -> Path:
 
 
 def read_dir_object(cache: Path, md5: str) -> dict[str, str]:
-    data = json.loads(cache_object(cache, md5).read_text())
-    return {item["relpath"]: item["md5"] for item in data}
+    return parse_dir_object(cache_object(cache, md5).read_bytes())
+
+
+def parse_dir_object(data: bytes) -> dict[str, str]:
+    return {item["relpath"]: item["md5"] for item in json.loads(data)}
 
 
 def _tracked(workdir: Path, out: dict[str, Any]) -> TrackedDir:

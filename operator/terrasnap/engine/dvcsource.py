@@ -13,7 +13,9 @@
    what it downloads): a corrupted remote object or a stale pointer is exit 1, naming file and pointer.
 
 Everything runs with a scrubbed environment: the repository's stages and remotes never see the store's
-credentials or the git token.
+credentials or the git token. In a Job the steps are three containers (docs/contracts.md): `fetch` (1, 2;
+the source's credentials only), `pipeline` (3; no credentials at all) and `snapshot` (4; trusts nothing
+the pipeline left: it re-hashes every file, and reads a `.dir` listing only after checking its md5).
 """
 
 from __future__ import annotations
@@ -168,6 +170,25 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
     return Remotes(default=default, refused=refused)
 
 
+def _restore_config(project: Path, config: str) -> None:
+    """The config the fetch step wrote, whatever the pipeline left in `.dvc/` (its stages could write there)."""
+    if not config:
+        return
+    dvcdir = project / ".dvc"
+    if dvcdir.is_symlink() or not dvcdir.is_dir():
+        raise PointerMismatch(f"{project.name}/.dvc: replaced by the pipeline (not a directory any more)")
+    for junk in ("config.local", "tmp"):
+        target = dvcdir / junk
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+    path = dvcdir / "config"
+    if path.is_symlink() or path.is_dir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    path.write_text(config)
+
+
 def _rel(project: Path, fs_path: str) -> str:
     return Path(fs_path).relative_to(project).as_posix()
 
@@ -240,11 +261,21 @@ def _expected(project: Path, cache: Path, outs: Iterable[Any]) -> dict[str, tupl
             continue
         path, pointer = _rel(project, out.fs_path), out.stage.dvcfile.relpath
         if md5.endswith(".dir"):
-            for rel, m in dvc.read_dir_object(cache, md5).items():
+            for rel, m in read_listing(cache, md5, path).items():
                 files[f"{path}/{rel}"] = (m, pointer)
         else:
             files[path] = (md5, pointer)
     return files
+
+
+def read_listing(cache: Path, md5: str, where: str) -> dict[str, str]:
+    """A `.dir` object from a cache another process could write: only if its bytes have its md5."""
+    data = dvc.cache_object(cache, md5).read_bytes()
+    got = hashlib.md5(data, usedforsecurity=False).hexdigest()
+    if got + ".dir" != md5:
+        raise PointerMismatch(f"{where}: the listing object {md5} in the workspace's DVC cache is corrupted "
+                              f"(its md5 is {got})")
+    return dvc.parse_dir_object(data)
 
 
 def _missing(cache: Path, project: Path, outs: Iterable[Any]) -> list[tuple[str, str, str, Any]]:
@@ -276,8 +307,43 @@ def _check_dir_objects(cache: Path, project: Path, outs: Iterable[Any]) -> None:
 
 def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
             progress: Callable[[str], None] | None = None, origin: Path | None = None) -> DvcSource | None:
-    """Fetch, reproduce and check the DVC project `root` belongs to (None if it is not one). `origin`: the
-    directory `top` is a sandbox copy of, if it is one."""
+    """Fetch, reproduce and check the DVC project `root` belongs to (None if it is not one), in this
+    process. `origin`: the directory `top` is a sandbox copy of, if it is one. The Job runs the same three
+    steps in three containers (`fetch`, `run_pipeline`, `check`)."""
+    fetched = fetch(root, top, workdir, store, progress, origin)
+    if fetched is None:
+        return None
+    stages = run_pipeline(fetched, workdir, progress) if fetched.plan else {}
+    return check(fetched, stages, workdir)
+
+
+@dataclass
+class Fetched:
+    """What the fetch step learnt about the project, before any of its code ran (the pipeline step cannot
+    change it: in a pod it is kept where the pipeline container cannot write)."""
+
+    project: Path
+    sub: str
+    fetched: int = 0
+    plan: list[str] = field(default_factory=list)  # the stages the path needs, by address
+    identity: dict[str, Any] = field(default_factory=dict)  # their dvc.yaml files (in the snapshotID)
+    config: str = ""  # the sanitized .dvc/config: the check step puts it back before opening the project
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"project": str(self.project), "sub": self.sub, "fetched": self.fetched, "plan": self.plan,
+                "identity": self.identity, "config": self.config}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Fetched:
+        return cls(Path(doc["project"]), str(doc["sub"]), int(doc.get("fetched", 0)),
+                   [str(s) for s in doc.get("plan") or []], dict(doc.get("identity") or {}),
+                   str(doc.get("config") or ""))
+
+
+def fetch(root: Path, top: Path, workdir: Path, store: Store | None,
+          progress: Callable[[str], None] | None = None, origin: Path | None = None) -> Fetched | None:
+    """Step 1 (the `fetch` container, the source's credentials only): sanitize the config, fetch what DVC
+    tracks under the path, check out the `dvc add`-ed data. Runs none of the repository's code."""
     say = progress or (lambda _msg: None)
     if not is_dvc_source(root, top):
         return None
@@ -293,26 +359,52 @@ def prepare(root: Path, top: Path, workdir: Path, store: Store | None,
     sub = "" if sub == "." else sub
     remotes = sanitize_config(project, store, workdir, origin / project.relative_to(top) if origin else None)
     cache = dvc.cache_dir(workdir)
-    result = DvcSource(project=project)
+    result = Fetched(project=project, sub=sub, config=(project / ".dvc" / "config").read_text())
     with _source_repo(project, workdir, "fetch (the source's DVC data)") as repo:
         scope = _scope(repo, project, sub)
         result.fetched = _fetch(repo, scope, cache, remotes, say)
-        if scope.plan:
-            say(f"dvc repro (the source's pipeline: {len(scope.plan)} stage(s))")
-            ran = _reproduce(repo, [s.addressing for s in scope.pipeline])
-            result.stages = {s.addressing: RAN if s.addressing in ran else UP_TO_DATE
-                             for s in sorted(scope.plan, key=lambda s: s.addressing)}
-            for dvcfile in sorted({s.dvcfile.relpath for s in scope.plan}):
-                result.identity[dvcfile] = yaml.safe_load((project / dvcfile).read_text())
+        result.plan = sorted(s.addressing for s in scope.plan)
+        for dvcfile in sorted({s.dvcfile.relpath for s in scope.plan}):
+            result.identity[dvcfile] = yaml.safe_load((project / dvcfile).read_text())
+    return result
+
+
+def run_pipeline(fetched: Fetched, workdir: Path, progress: Callable[[str], None] | None = None
+                 ) -> dict[str, str]:
+    """Step 2 (the `pipeline` container: no credentials, no token): `dvc repro` of the stages the path
+    needs. Returns stage -> ran | up-to-date (informational: the check step trusts none of its files)."""
+    say = progress or (lambda _msg: None)
+    project = fetched.project
+    with _source_repo(project, workdir, "repro (the source's pipeline)") as repo:
+        scope = _scope(repo, project, fetched.sub)
+        say(f"dvc repro (the source's pipeline: {len(scope.plan)} stage(s))")
+        ran = _reproduce(repo, [s.addressing for s in scope.pipeline])
+        return {s.addressing: RAN if s.addressing in ran else UP_TO_DATE
+                for s in sorted(scope.plan, key=lambda s: s.addressing)}
+
+
+def check(fetched: Fetched, stages: dict[str, str], workdir: Path, hashes: HashCache | None = None
+          ) -> DvcSource:
+    """Step 3 (the `snapshot` container): every DVC-tracked file's md5 against its pointer, the objects
+    and side files to publish. `hashes`: the hash cache to use (the snapshot's own in a pod, never one the
+    pipeline could have written); `.dir` listings are read only after their md5 was checked."""
+    project, sub = fetched.project, fetched.sub
+    cache = dvc.cache_dir(workdir)
+    # Only stage names the dvc.yaml really has, with one of the two states: the rest is the pipeline talking.
+    stages = {k: v for k, v in stages.items() if k in fetched.plan and v in (RAN, UP_TO_DATE)}
+    result = DvcSource(project=project, stages=stages, identity=dict(fetched.identity), fetched=fetched.fetched)
+    _restore_config(project, fetched.config)
     # A fresh look after repro: dvc.lock now names what the stages that ran produced.
     with _source_repo(project, workdir, "status (the source's pointers)") as repo:
-        stages = [s for s in repo.index.stages if s.addressing in result.stages
+        scope = _scope(repo, project, sub)
+        planned = set(fetched.plan)
+        chosen = [s for s in repo.index.stages if s.addressing in planned
                   or s.dvcfile.relpath in scope.source_files
                   or any(_overlaps(_rel(project, o.fs_path), sub) for o in s.outs)]
-        outs = [o for s in stages for o in s.outs if o.hash_info and o.hash_info.value]
-        _check_bytes(project, cache, workdir, outs)
+        outs = [o for s in chosen for o in s.outs if o.hash_info and o.hash_info.value]
+        _check_bytes(project, cache, workdir, outs, hashes)
         result.objects = _objects_inside(project, cache, sub, outs)
-        result.side_files = _side_files(project, stages)
+        result.side_files = _side_files(project, chosen)
     return result
 
 
@@ -389,7 +481,7 @@ def _objects_inside(project: Path, cache: Path, sub: str, outs: list[Any]) -> li
             md5 = out.hash_info.value
             objects.add(md5)
             if md5.endswith(".dir"):
-                objects.update(dvc.read_dir_object(cache, md5).values())
+                objects.update(read_listing(cache, md5, _rel(project, out.fs_path)).values())
     return sorted(objects)
 
 
@@ -447,14 +539,14 @@ def _reproduce(repo: Any, targets: list[str]) -> set[str]:
     return {s.addressing for s in ran or []}
 
 
-def _check_bytes(project: Path, cache: Path, workdir: Path, outs: list[Any]) -> None:
+def _check_bytes(project: Path, cache: Path, workdir: Path, outs: list[Any], hc: HashCache | None = None) -> None:
     """Every tracked file's md5 against its pointer; the hashes are cached for the snapshot's own hashing."""
     expected = _expected(project, cache, outs)
     absent = [f"{p} ({ptr})" for p, (_, ptr) in sorted(expected.items()) if not (project / p).is_file()]
     if absent:
         raise PointerMismatch(f"DVC-tracked file(s) missing after checkout: {', '.join(absent[:10])}")
     paths = sorted(expected)
-    hc = HashCache.of_workdir(workdir)
+    hc = hc or HashCache.of_workdir(workdir)
     hashes = hash_many([project / p for p in paths], hc)
     hc.save()
     bad = [f"{p}: md5 {h.md5}, but {expected[p][1]} says {expected[p][0]}"

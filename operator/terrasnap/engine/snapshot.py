@@ -27,7 +27,7 @@ import yaml
 from terrasnap import __version__
 from terrasnap.api.contract import Summary
 from terrasnap.engine import dvc, refs
-from terrasnap.engine.errors import DVCError, ValidationFailed, VerifyFailed
+from terrasnap.engine.errors import DVCError, UsageError, ValidationFailed, VerifyFailed
 from terrasnap.engine.hashing import HashCache, hash_many
 from terrasnap.engine.manifest import (
     FileRow,
@@ -58,6 +58,10 @@ class SnapshotRequest:
     namespace: str = "default"
     policy: Policy = field(default_factory=Policy)
     workdir: Path | None = None
+    # The Job's split (docs/contracts.md): the fetch step's state file, and a directory only this step can
+    # write (its DVC project, cache and hash cache). None: the one-process command.
+    prepared: Path | None = None
+    private: Path | None = None
 
 
 @dataclass
@@ -131,12 +135,28 @@ def _verify(store: Store, expected: dict[str, int | None]) -> None:
         raise VerifyFailed(f"store {store.url}: after push, " + "; ".join(parts))
 
 
-def _object_sizes(cache: Path, objects: list[str]) -> dict[str, int | None]:
+def _object_sizes(cache: Path, objects: list[str], source_cache: Path | None = None) -> dict[str, int | None]:
     sizes: dict[str, int | None] = {}
     for md5 in objects:
         cached = dvc.cache_object(cache, md5)
+        if not cached.exists() and source_cache is not None:
+            cached = dvc.cache_object(source_cache, md5)
         sizes[md5] = cached.stat().st_size if cached.exists() else None
     return sizes
+
+
+def _trusted_extras(source_cache: Path, extra: list[str], own: set[str]) -> list[str]:
+    """The source's `.dir` listings from a cache another container wrote: pushed only if their bytes have
+    their md5 and they list nothing but objects this step hashed itself (a listing is all a pull of the
+    repository's pointers needs beyond our own objects); any other object is left out."""
+    from terrasnap.engine.dvcsource import read_listing
+
+    kept = []
+    for md5 in extra:
+        if md5.endswith(".dir") and dvc.cache_object(source_cache, md5).is_file():
+            if set(read_listing(source_cache, md5, md5).values()) <= own:
+                kept.append(md5)
+    return kept
 
 
 @dataclass
@@ -150,6 +170,7 @@ class SnapshotPlan:
     mat: Materialized
     project: Path
     cache: Path
+    source_cache: Path  # where the source's own DVC objects are (another container's, in a Job)
     rows: list[FileRow]
     report: dict[str, Any]
     sid: str
@@ -172,7 +193,10 @@ class SnapshotPlan:
 
 
 def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> dict[str, Any]:
-    """Make (or find) the snapshot; returns the result document of docs/contracts.md. Raises TerrasnapError."""
+    """Make (or find) the snapshot; returns the result document of docs/contracts.md. Raises TerrasnapError.
+
+    With `req.prepared` the source was fetched (and its pipeline run) by earlier steps in other containers
+    (`terrasnap source fetch`, `terrasnap pipeline run`); otherwise all of it happens here, in-process."""
     t0 = time.monotonic()
     stats = Stats()
     store = Store.from_url(req.store, req.endpoint)
@@ -187,42 +211,93 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         workdir = req.workdir
         workdir.mkdir(parents=True, exist_ok=True)
     try:
-        plan = _prepare(req, store, workdir, stats, progress)
-        # Registered before the push, so a concurrent GC keeps these objects (docs/gc.md).
-        owner = f"{req.namespace}/{plan.name}"
-        with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
-            progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
-            stats.objects_pushed += _push(plan)
-            progress("verifying every object in the store")
-            # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
-            reg.confirm(lambda: _verify(store, plan.sizes), repair=lambda: void(_push(plan)))
-            if store.exists(f"{plan.folder}/manifest.parquet"):
-                progress(f"snapshot {plan.sid} is already published; nothing to write")
-            else:
-                _publish(plan)
-            reg.published()
-        progress(f"done: {plan.sid} in {time.monotonic() - t0:.1f}s")
-        return {
-            "ok": True,
-            "snapshotID": plan.sid,
-            **plan.uris,
-            "source": {"commit": plan.mat.commit},
-            "summary": plan.summary.to_dict(),
-            "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits,
-                      "objectsFetched": stats.objects_fetched, "objectsPushed": stats.objects_pushed,
-                      "stages": plan.stages},
-        }
+        if req.prepared is not None:
+            plan = _prepare_fetched(req, store, workdir, stats, progress)
+        else:
+            plan = _prepare(req, store, workdir, stats, progress)
+        return _carry_out(plan, stats, t0, progress)
     finally:
         if tmp is not None:
             tmp.cleanup()
 
 
+def _carry_out(plan: SnapshotPlan, stats: Stats, t0: float, progress: Progress) -> dict[str, Any]:
+    req, store = plan.req, plan.store
+    # Registered before the push, so a concurrent GC keeps these objects (docs/gc.md).
+    owner = f"{req.namespace}/{plan.name}"
+    with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
+        progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
+        stats.objects_pushed += _push(plan)
+        progress("verifying every object in the store")
+        # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
+        reg.confirm(lambda: _verify(store, plan.sizes), repair=lambda: void(_push(plan)))
+        if store.exists(f"{plan.folder}/manifest.parquet"):
+            progress(f"snapshot {plan.sid} is already published; nothing to write")
+        else:
+            _publish(plan)
+        reg.published()
+    progress(f"done: {plan.sid} in {time.monotonic() - t0:.1f}s")
+    return {
+        "ok": True,
+        "snapshotID": plan.sid,
+        **plan.uris,
+        "source": {"commit": plan.mat.commit},
+        "summary": plan.summary.to_dict(),
+        "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits,
+                  "objectsFetched": stats.objects_fetched, "objectsPushed": stats.objects_pushed,
+                  "stages": plan.stages},
+    }
+
+
+def _prepare_fetched(req: SnapshotRequest, store: Store, workdir: Path, stats: Stats, progress: Progress
+                     ) -> SnapshotPlan:
+    """The snapshot container's start: the source as the fetch step left it, the pipeline's outputs checked
+    against their pointers with hashes of our own (nothing the pipeline container wrote is trusted: not its
+    hash cache, not its DVC cache, not its account of the stages beyond their names)."""
+    from terrasnap.engine import dvcsource
+    from terrasnap.engine.source import load_fetched
+
+    assert req.prepared is not None
+    private = req.private or workdir / ".snapshot"
+    private.mkdir(parents=True, exist_ok=True)
+    mat = load_fetched(req.prepared)
+    if req.source and req.source != mat.spec.raw:
+        raise UsageError(f"{req.prepared} holds source {mat.spec.raw!r}, not {req.source!r}")
+    req.source = mat.spec.raw
+    progress(f"source {mat.spec.describe()['uri']} fetched by the fetch step")
+    if mat.fetched is not None:
+        stages = _pipeline_stages(workdir) if mat.fetched.plan else {}
+        mat.dvc = dvcsource.check(mat.fetched, stages, workdir, HashCache.of_workdir(private))
+    return _plan(req, store, mat, private, workdir, stats, progress)
+
+
+def _pipeline_stages(workdir: Path) -> dict[str, str]:
+    """What the pipeline step says ran (stage names and states only; `dvcsource.check` filters them)."""
+    path = pipeline_state(workdir)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise DVCError(f"{path}: the pipeline step left no account of its stages (did it run?)") from None
+    stages = doc.get("stages") if isinstance(doc, dict) else None
+    return {str(k): str(v) for k, v in stages.items()} if isinstance(stages, dict) else {}
+
+
+def pipeline_state(workdir: Path) -> Path:
+    return workdir / ".terrasnap" / "pipeline.json"
+
+
 def _prepare(req: SnapshotRequest, store: Store, workdir: Path, stats: Stats, progress: Progress) -> SnapshotPlan:
     """Source → private DVC project → validated, normalized, hashed: the plan of what to push and publish."""
-    name = req.name or default_name(req.source)
     spec = parse_source(req.source)
     progress(f"fetching source {spec.describe()['uri']}")
     mat = materialize(spec, workdir, req.endpoint, store=store, progress=progress)
+    return _plan(req, store, mat, workdir, workdir, stats, progress)
+
+
+def _plan(req: SnapshotRequest, store: Store, mat: Materialized, private: Path, workdir: Path, stats: Stats,
+          progress: Progress) -> SnapshotPlan:
+    """Materialized source → private DVC project (in `private`) → validated, normalized, hashed."""
+    name = req.name or default_name(req.source)
     if mat.dvc:
         stats.objects_fetched = mat.dvc.fetched
         for stage, state in mat.dvc.stages.items():
@@ -230,8 +305,8 @@ def _prepare(req: SnapshotRequest, store: Store, workdir: Path, stats: Stats, pr
     entries = scan(mat.root)
     progress(f"scanned {len(entries)} file(s), {sum(e.size for e in entries)} bytes")
 
-    project = workdir / "project"
-    cache = dvc.cache_dir(workdir)
+    project = private / "project"
+    cache = dvc.cache_dir(private)
     dvc.init_project(project, store, cache)
     _link_tree(entries, mat.root, project / "raw")
     _write_if_changed(project / "policy.json", json.dumps(req.policy.to_dict(), sort_keys=True, indent=1) + "\n")
@@ -252,17 +327,21 @@ def _prepare(req: SnapshotRequest, store: Store, workdir: Path, stats: Stats, pr
         raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
 
     progress("hashing (sha256 + md5)")
-    rows = _hash_rows(project, report, stats, workdir)
+    rows = _hash_rows(project, report, stats, private)
     outs = dvc.tracked_outputs(project)
     _check_md5_agree(rows, outs)
     own = dvc.referenced_objects(outs)
     extra = sorted(set(mat.dvc.objects) - set(own)) if mat.dvc else []
+    source_cache = dvc.cache_dir(workdir)
+    if source_cache != cache:
+        extra = _trusted_extras(source_cache, extra, set(own))
     objects = sorted(set(own) | set(extra))
     sid = snapshot_id(rows, req.policy.to_dict(), mat.dvc.identity if mat.dvc else {})
     return SnapshotPlan(
-        req=req, name=name, store=store, mat=mat, project=project, cache=cache, rows=rows, report=report,
+        req=req, name=name, store=store, mat=mat, project=project, cache=cache, source_cache=source_cache,
+        rows=rows, report=report,
         sid=sid, folder=Store.manifest_rel(req.namespace, name, sid.split(":", 1)[1]), objects=objects,
-        extra_objects=extra, sizes=_object_sizes(cache, objects),
+        extra_objects=extra, sizes=_object_sizes(cache, objects, source_cache),
         side_files=dict(mat.dvc.side_files) if mat.dvc else {}, summary=_summary(rows, report))
 
 
@@ -277,7 +356,7 @@ def _push(plan: SnapshotPlan) -> int:
     for md5 in plan.extra_objects:
         rel = Store.object_rel(md5)
         if not plan.store.exists(rel):
-            plan.store.put_file(str(dvc.cache_object(plan.cache, md5)), rel)
+            plan.store.put_file(str(dvc.cache_object(plan.source_cache, md5)), rel)
             pushed += 1
     return pushed
 

@@ -21,8 +21,11 @@ from terrasnap.api import contract
 from terrasnap.engine.errors import GitError, SourceUnavailable, UsageError
 
 if TYPE_CHECKING:
-    from terrasnap.engine.dvcsource import DvcSource
+    from terrasnap.engine.dvcsource import DvcSource, Fetched
     from terrasnap.engine.store import Store
+
+# A bucket source's own credentials (a key file); never the store's GOOGLE_APPLICATION_CREDENTIALS.
+SOURCE_CREDENTIALS_ENV = contract.SOURCE_CREDENTIALS_ENV
 
 
 @dataclass
@@ -43,7 +46,8 @@ class Materialized:
     spec: SourceSpec
     commit: str | None = None
     meta: dict[str, object] = field(default_factory=dict)
-    dvc: DvcSource | None = None  # set when the source is a DVC project
+    dvc: DvcSource | None = None  # set when the source is a DVC project (after the check step)
+    fetched: Fetched | None = None  # set when the source is a DVC project (after the fetch step)
 
 
 def parse_source(text: str) -> SourceSpec:
@@ -136,6 +140,7 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
 
     try:
         src = Store.from_url(spec.path.rstrip("/"), endpoint)
+        src.fs = bucket_source_filesystem(spec, src.endpoint)
         src.check_reachable()
         files = list(src.list_prefix(""))
     except Exception as exc:
@@ -163,8 +168,21 @@ def _sandbox_copy(root: Path, dest: Path) -> Path:
 
 def materialize(spec: SourceSpec, workdir: Path, endpoint: str | None = None, store: Store | None = None,
                 progress: Callable[[str], None] | None = None) -> Materialized:
-    """The source as a local directory. `store` (when snapshotting) lets a DVC remote that is the store
-    itself be read with the store's own settings."""
+    """The source as a local directory, its DVC pipeline reproduced and checked, in this process. `store`
+    (when snapshotting) lets a DVC remote that is the store itself be read with the store's own settings."""
+    from terrasnap.engine import dvcsource
+
+    mat = fetch_source(spec, workdir, endpoint, store, progress)
+    if mat.fetched is not None:
+        stages = dvcsource.run_pipeline(mat.fetched, workdir, progress) if mat.fetched.plan else {}
+        mat.dvc = dvcsource.check(mat.fetched, stages, workdir)
+    return mat
+
+
+def fetch_source(spec: SourceSpec, workdir: Path, endpoint: str | None = None, store: Store | None = None,
+                 progress: Callable[[str], None] | None = None) -> Materialized:
+    """The fetch step: the source as a local directory (a DVC project's tracked data fetched, none of its
+    stages run). Needs only the source's own credentials."""
     from terrasnap.engine import dvcsource
 
     if spec.kind == "local":
@@ -174,11 +192,79 @@ def materialize(spec: SourceSpec, workdir: Path, endpoint: str | None = None, st
         if not dvcsource.is_dvc_source(root, root):
             return Materialized(root=root, spec=spec)
         mat = Materialized(root=_sandbox_copy(root, workdir / "checkout"), spec=spec)
-        mat.dvc = dvcsource.prepare(mat.root, mat.root, workdir, store, progress, origin=root.resolve())
+        mat.fetched = dvcsource.fetch(mat.root, mat.root, workdir, store, progress, origin=root.resolve())
         return mat
     if spec.kind == "git":
         mat = _materialize_git(spec, workdir / "checkout")
-        mat.dvc = dvcsource.prepare(mat.root, workdir / "checkout", workdir, store, progress)
+        mat.fetched = dvcsource.fetch(mat.root, workdir / "checkout", workdir, store, progress)
         return mat
     return _materialize_bucket(spec, workdir / "bucket", endpoint)
+
+
+# -- a bucket source's own credentials ------------------------------------------------------------------------
+
+def bucket_source_credentials() -> Path | None:
+    """The key file of a bucket source (`source.bucket.credentialsSecret`, mounted in the fetch container
+    only), or None: then the bucket is read anonymously (or with workload identity), never with the store's
+    key, so `gs://<another team's bucket>/` cannot be copied with the store's rights."""
+    value = os.environ.get(SOURCE_CREDENTIALS_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise SourceUnavailable(f"{SOURCE_CREDENTIALS_ENV}={value}: the bucket source's credentials file "
+                                f"does not exist (is source.bucket.credentialsSecret's key right?)")
+    return path
+
+
+def bucket_source_filesystem(spec: SourceSpec, endpoint: str | None) -> object:
+    """gcsfs for a bucket source, with its own credentials (see bucket_source_credentials)."""
+    import json
+
+    import fsspec
+
+    creds = bucket_source_credentials()
+    if creds is not None:
+        try:
+            json.loads(creds.read_text())
+        except (OSError, ValueError) as exc:
+            raise SourceUnavailable(f"source {spec.raw}: credentials {creds} are not a JSON key file: {exc}") from None
+    if endpoint:
+        # Emulators take no tokens (and getting one needs Google's token endpoint): anonymous, as for the store.
+        return fsspec.filesystem("gs", endpoint_url=endpoint, token="anon", skip_instance_cache=True)
+    if creds is not None:
+        return fsspec.filesystem("gs", token=str(creds), skip_instance_cache=True)
+    # No key of its own: workload identity / the metadata server if the pod has one, else anonymous; the
+    # store's GOOGLE_APPLICATION_CREDENTIALS is never used for a source.
+    token = "anon" if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") else "google_default"
+    return fsspec.filesystem("gs", token=token, skip_instance_cache=True)
+
+
+# -- the fetch step's state, handed to the snapshot container --------------------------------------------------
+
+def save_fetched(mat: Materialized, path: Path) -> None:
+    """What the fetch step found, as JSON, for `load_fetched` in a later container."""
+    import json
+
+    doc = {"source": mat.spec.raw, "root": str(mat.root), "commit": mat.commit, "meta": mat.meta,
+           "dvc": mat.fetched.to_dict() if mat.fetched else None}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def load_fetched(path: Path) -> Materialized:
+    import json
+
+    from terrasnap.engine.dvcsource import Fetched
+
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{path}: no fetched source here (run `terrasnap source fetch` first): {exc}") from None
+    mat = Materialized(root=Path(doc["root"]), spec=parse_source(doc["source"]), commit=doc.get("commit"),
+                       meta=dict(doc.get("meta") or {}))
+    if doc.get("dvc"):
+        mat.fetched = Fetched.from_dict(doc["dvc"])
     return mat
