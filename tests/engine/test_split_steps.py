@@ -33,7 +33,7 @@ def split(source: str, store: str, work: Path, *extra: str) -> tuple[int, dict[s
                  ["pipeline", "run", "--workdir", str(work)],
                  ["snapshot", "--prepared", str(state), "--workdir", str(work), "--private", str(private),
                   "--store", store, *extra]):
-        code, out = _step(*args, "--result-file", str(result))
+        code, _out = _step(*args, "--result-file", str(result))
         if code != 0:
             return code, json.loads(result.read_text())
         assert not result.exists() or args[0] == "snapshot", "a first step wrote a result on success"

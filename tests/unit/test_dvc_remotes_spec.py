@@ -24,7 +24,7 @@ def test_each_remote_gets_only_its_own_secret_mounted_read_only() -> None:
     remotes = [{"name": "storage", "credentialsSecret": {"name": "team-gcs"}},
                {"name": "raw.v2", "credentialsSecret": {"name": "raw-key", "key": "sa.json"}}]
     pod = plan_job(snapshot(source=_git(dvcRemotes=remotes)), "main", STORE, CONFIG).manifest["spec"]["template"]["spec"]
-    container = pod["containers"][0]
+    container = pod["initContainers"][0]  # the fetch step
     vols = {v["name"]: v for v in pod["volumes"]}
     mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
     storage = mounts[f"{jobplan.DVC_REMOTES_DIR}/storage"]

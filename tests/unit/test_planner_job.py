@@ -68,8 +68,11 @@ def test_job_labels_owner_and_command() -> None:
     }  # fmt: skip
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["terrasnap"]
+    fetch = job["spec"]["template"]["spec"]["initContainers"][0]
+    assert fetch["args"][:3] == ["source", "fetch", "git+https://git.example/r.git@main#subdirectory=data"]
     assert container["args"] == [
-        "snapshot", "git+https://git.example/r.git@main#subdirectory=data",
+        "snapshot", "--prepared", "/var/run/terrasnap/state/source.json",
+        "--private", "/var/run/terrasnap/private",
         "--store", "gs://acme/dvc", "--endpoint", "http://127.0.0.1:4443",
         "--name", "buildings", "--namespace", "ml-data",
         "--target-crs", "EPSG:3857", "--invalid-geometry", "repair", "--missing-crs", "reject",
@@ -144,7 +147,7 @@ def test_resources_default_and_override() -> None:
 def test_git_token_comes_from_a_secret_ref_never_a_value() -> None:
     snap = snapshot()
     snap["spec"]["source"]["git"]["credentialsSecret"] = {"name": "git-token", "key": "token"}
-    container = plan_job(snap, "main", STORE, CONFIG).manifest["spec"]["template"]["spec"]["containers"][0]
+    container = plan_job(snap, "main", STORE, CONFIG).manifest["spec"]["template"]["spec"]["initContainers"][0]
     (token,) = [e for e in container["env"] if e["name"] == "TERRASNAP_GIT_TOKEN"]
     assert token == {
         "name": "TERRASNAP_GIT_TOKEN",
@@ -192,9 +195,9 @@ def test_volume_source_mounted_read_only() -> None:
     pod = plan.manifest["spec"]["template"]["spec"]
     (volume,) = [v for v in pod["volumes"] if v["name"] == "source"]
     assert volume["persistentVolumeClaim"] == {"claimName": "annotations", "readOnly": True}
-    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "source"]
+    (mount,) = [m for m in pod["initContainers"][0]["volumeMounts"] if m["name"] == "source"]
     assert mount == {"name": "source", "mountPath": "/source", "readOnly": True}
-    assert pod["containers"][0]["args"][1] == "/source/tiles"
+    assert pod["initContainers"][0]["args"][2] == "/source/tiles"
 
 
 def test_invalid_spec_raises() -> None:

@@ -117,6 +117,9 @@ class GitSource:
 @dataclass(frozen=True)
 class BucketSource:
     url: str
+    # The bucket's own key (a Secret in the snapshot's namespace), mounted in the fetch container only;
+    # without it the bucket is read anonymously, never with the store's key.
+    credentials: SecretKeyRef | None = None
 
     def argument(self) -> str:
         return self.url
@@ -175,7 +178,13 @@ class Source:
         if "bucket" in present:
             url = _required(_mapping(data, "bucket"), "url", "source.bucket")
             _checked(contract.check_bucket_url, url, "source.bucket.url")
-            return cls(bucket=BucketSource(url=url))
+            bcreds = _mapping(data, "bucket").get("credentialsSecret")
+            bref = None
+            if bcreds is not None:
+                bcreds = _mapping(_mapping(data, "bucket"), "credentialsSecret")
+                bref = SecretKeyRef(name=_required(bcreds, "name", "source.bucket.credentialsSecret"),
+                                    key=_required(bcreds, "key", "source.bucket.credentialsSecret"))
+            return cls(bucket=BucketSource(url=url, credentials=bref))
         volume = _mapping(data, "volume")
         path = _str(volume, "path", "/") or "/"
         _checked(contract.check_subpath, path, "source.volume.path")

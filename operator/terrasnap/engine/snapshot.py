@@ -153,9 +153,9 @@ def _trusted_extras(source_cache: Path, extra: list[str], own: set[str]) -> list
 
     kept = []
     for md5 in extra:
-        if md5.endswith(".dir") and dvc.cache_object(source_cache, md5).is_file():
-            if set(read_listing(source_cache, md5, md5).values()) <= own:
-                kept.append(md5)
+        if (md5.endswith(".dir") and dvc.cache_object(source_cache, md5).is_file()
+                and set(read_listing(source_cache, md5, md5).values()) <= own):
+            kept.append(md5)
     return kept
 
 

@@ -18,6 +18,7 @@ from terrasnap.api.constants import (
 from terrasnap.api.models import VOLUME_MOUNT, SnapshotSpec, StoreSpec
 from terrasnap.planner import names
 from terrasnap.planner.common import (
+    CREDENTIALS_FILE,
     WORKSPACE,
     Manifest,
     SecretCopy,
@@ -31,7 +32,18 @@ from terrasnap.planner.common import (
 )
 
 CONTAINER = "snapshot"
+# The pod's three steps (docs/contracts.md): fetch with the source's credentials only, the repository's own
+# pipeline with none, then the snapshot with the store's only. Each writes its own termination message
+# (fetch and pipeline only when they fail); the result of a run is the `snapshot` container's.
+FETCH_CONTAINER = "fetch"
+PIPELINE_CONTAINER = "pipeline"
 RESULT_FILE = "/dev/termination-log"
+# The fetch step's state (read by the snapshot step) and the snapshot step's own directory: volumes the
+# pipeline container never mounts, so nothing it does reaches what the snapshot step trusts.
+STATE_DIR = "/var/run/terrasnap/state"
+STATE_FILE = f"{STATE_DIR}/source.json"
+PRIVATE_DIR = "/var/run/terrasnap/private"
+SOURCE_CREDENTIALS_DIR = contract.SOURCE_CREDENTIALS_DIR
 # One directory per DVC remote the repository names (engine/dvcsource.py reads <dir>/<remote>/credentials.json).
 DVC_REMOTES_DIR = contract.DVC_REMOTE_CREDENTIALS_DIR
 DVC_REMOTES_ENV = contract.DVC_REMOTE_CREDENTIALS_ENV
@@ -56,7 +68,8 @@ def snapshot_labels(name: str, generation: int, store: str) -> dict[str, str]:
 
 
 def command_args(snapshot_name: str, namespace: str, spec: SnapshotSpec, store: StoreSpec) -> list[str]:
-    args = ["snapshot", spec.source.argument(), "--store", store.url]
+    """The snapshot container's arguments (the source comes from the fetch step's state)."""
+    args = ["snapshot", "--prepared", STATE_FILE, "--private", PRIVATE_DIR, "--store", store.url]
     if store.endpoint:
         args += ["--endpoint", store.endpoint]
     args += ["--name", snapshot_name, "--namespace", namespace]
@@ -65,27 +78,30 @@ def command_args(snapshot_name: str, namespace: str, spec: SnapshotSpec, store: 
     return args
 
 
+def fetch_args(spec: SnapshotSpec, store: StoreSpec) -> list[str]:
+    args = ["source", "fetch", spec.source.argument(), "--workdir", WORKSPACE, "--state", STATE_FILE,
+            "--store", store.url]
+    if store.endpoint:
+        args += ["--endpoint", store.endpoint]
+    return [*args, "--result-file", RESULT_FILE]
+
+
+def pipeline_args() -> list[str]:
+    return ["pipeline", "run", "--workdir", WORKSPACE, "--result-file", RESULT_FILE]
+
+
 def pod_failure_policy() -> Manifest:
     """Rejected data and usage errors fail the Job at once; infrastructure errors count against
-    backoffLimit; evictions and preemptions (DisruptionTarget) are retried without counting."""
+    backoffLimit; evictions and preemptions (DisruptionTarget) are retried without counting. One rule per
+    step: `containerName` matches init containers too, and a failing stage of the pipeline is rejected data."""
+    rules: list[Manifest] = []
+    for action, codes in (("FailJob", contract.EXIT_FINAL), ("Count", contract.EXIT_RETRYABLE)):
+        for name in (FETCH_CONTAINER, PIPELINE_CONTAINER, CONTAINER):
+            rules.append({"action": action, "onExitCodes": {"containerName": name, "operator": "In",
+                                                           "values": list(codes)}})
     return {
         "rules": [
-            {
-                "action": "FailJob",
-                "onExitCodes": {
-                    "containerName": CONTAINER,
-                    "operator": "In",
-                    "values": list(contract.EXIT_FINAL),
-                },
-            },
-            {
-                "action": "Count",
-                "onExitCodes": {
-                    "containerName": CONTAINER,
-                    "operator": "In",
-                    "values": list(contract.EXIT_RETRYABLE),
-                },
-            },
+            *rules,
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
@@ -108,21 +124,32 @@ def plan_job(
     job_name = names.job_name(name, generation, hash_)
     labels = snapshot_labels(name, generation, store_name)
 
-    env = base_env(store.endpoint)
-    volumes, mounts = scratch_volumes()
-    copy, cred_volumes, cred_mounts, cred_env = credentials(
-        store.credentials,
-        default_namespace=config.namespace,
-        pod_namespace=namespace,
-        copy_name=names.store_secret_name(job_name),
-    )
-    volumes += cred_volumes
-    mounts += cred_mounts
-    env += cred_env
+    volumes, work_mounts = scratch_volumes()
+    volumes += [{"name": "state", "emptyDir": {}}, {"name": "private", "emptyDir": {}}]
+    image = spec.image or config.worker_image
 
+    def container(cname: str, args: list[str], env: list[Manifest], mounts: list[Manifest]) -> Manifest:
+        return {
+            "name": cname,
+            "image": image,
+            "imagePullPolicy": config.image_pull_policy,
+            "command": ["terrasnap"],
+            "args": args,
+            "env": env,
+            "resources": _resources(spec.resources, config.resources),
+            "securityContext": container_security_context(),
+            "terminationMessagePath": RESULT_FILE,
+            "terminationMessagePolicy": "File",
+            "volumeMounts": [dict(m) for m in work_mounts] + mounts,
+            "workingDir": WORKSPACE,
+        }
+
+    # 1. fetch: the source's own credentials only (git token, DVC remotes, the bucket's key), never the store's.
+    fetch_env = base_env(store.endpoint)
+    fetch_mounts: list[Manifest] = [{"name": "state", "mountPath": STATE_DIR}]
     git = spec.source.git
     if git is not None and git.credentials is not None:
-        env.append(
+        fetch_env.append(
             {
                 "name": "TERRASNAP_GIT_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": git.credentials.name, "key": git.credentials.key}},
@@ -134,30 +161,45 @@ def plan_job(
             volumes.append({"name": f"dvc-remote-{i}", "secret": {
                 "secretName": remote.credentials.name, "defaultMode": 0o440,
                 "items": [{"key": remote.credentials.key, "path": contract.DVC_REMOTE_CREDENTIALS_FILE}]}})
-            mounts.append({"name": f"dvc-remote-{i}", "mountPath": f"{DVC_REMOTES_DIR}/{remote.name}",
-                           "readOnly": True})
-        env.append({"name": DVC_REMOTES_ENV, "value": DVC_REMOTES_DIR})
+            fetch_mounts.append({"name": f"dvc-remote-{i}", "mountPath": f"{DVC_REMOTES_DIR}/{remote.name}",
+                                 "readOnly": True})
+        fetch_env.append({"name": DVC_REMOTES_ENV, "value": DVC_REMOTES_DIR})
+    bucket = spec.source.bucket
+    if bucket is not None and bucket.credentials is not None:
+        volumes.append({"name": "source-credentials", "secret": {
+            "secretName": bucket.credentials.name, "defaultMode": 0o440,
+            "items": [{"key": bucket.credentials.key, "path": CREDENTIALS_FILE}]}})
+        fetch_mounts.append({"name": "source-credentials", "mountPath": SOURCE_CREDENTIALS_DIR, "readOnly": True})
+        fetch_env.append({"name": contract.SOURCE_CREDENTIALS_ENV,
+                          "value": f"{SOURCE_CREDENTIALS_DIR}/{CREDENTIALS_FILE}"})
     volume = spec.source.volume
     if volume is not None:
         volumes.append(
             {"name": "source", "persistentVolumeClaim": {"claimName": volume.claim_name, "readOnly": True}}
         )
-        mounts.append({"name": "source", "mountPath": VOLUME_MOUNT, "readOnly": True})
+        fetch_mounts.append({"name": "source", "mountPath": VOLUME_MOUNT, "readOnly": True})
+    init = [container(FETCH_CONTAINER, fetch_args(spec, store), fetch_env, fetch_mounts)]
+    # 2. pipeline: the repository's own stages (git and volume sources may be DVC projects; a bucket never
+    #    is): the workspace and nothing else, no store endpoint, no token (automountServiceAccountToken off).
+    if bucket is None:
+        init.append(container(PIPELINE_CONTAINER, pipeline_args(), base_env(None), []))
 
-    container: Manifest = {
-        "name": CONTAINER,
-        "image": spec.image or config.worker_image,
-        "imagePullPolicy": config.image_pull_policy,
-        "command": ["terrasnap"],
-        "args": command_args(name, namespace, spec, store),
-        "env": env,
-        "resources": _resources(spec.resources, config.resources),
-        "securityContext": container_security_context(),
-        "terminationMessagePath": RESULT_FILE,
-        "terminationMessagePolicy": "File",
-        "volumeMounts": mounts,
-        "workingDir": WORKSPACE,
-    }
+    # 3. snapshot: the store's credentials only; the fetch state read-only; its own private directory.
+    env = base_env(store.endpoint)
+    mounts: list[Manifest] = [{"name": "state", "mountPath": STATE_DIR, "readOnly": True},
+                              {"name": "private", "mountPath": PRIVATE_DIR}]
+    copy, cred_volumes, cred_mounts, cred_env = credentials(
+        store.credentials,
+        default_namespace=config.namespace,
+        pod_namespace=namespace,
+        copy_name=names.store_secret_name(job_name),
+    )
+    volumes += cred_volumes
+    mounts += cred_mounts
+    env += cred_env
+    if volume is not None:  # a local source is read in place (a non-DVC directory is not copied)
+        mounts.append({"name": "source", "mountPath": VOLUME_MOUNT, "readOnly": True})
+    main_container = container(CONTAINER, command_args(name, namespace, spec, store), env, mounts)
     manifest: Manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -181,7 +223,8 @@ def plan_job(
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),
-                    "containers": [container],
+                    "initContainers": init,
+                    "containers": [main_container],
                     "volumes": volumes,
                 },
             },
