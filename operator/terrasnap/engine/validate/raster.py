@@ -1,6 +1,8 @@
-"""Raster checks from headers only (rasterio; pixels are never read), per file and across the set.
+"""Raster checks from headers and TIFF tags (rasterio; pixels are read only under the raster-decode
+rule), per file and across the set.
 
-Per file: CRS, a real geotransform, nodata, COG layout. Across files: one CRS, one pixel size, origins
+Per file: content that is a TIFF (format-mismatch), CRS, a real geotransform, nodata, COG layout,
+image data inside the file (raster-truncated, tiff.py). Across files: one CRS, one pixel size, origins
 a whole number of pixels apart (so tiles/chips line up), consistent dtype and band count, and vector
 labels inside the union of the imagery footprints.
 """
@@ -25,7 +27,7 @@ from terrasnap.engine.validate.content import Refused, safe_open_path
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import crs_is_same, fmt
-from terrasnap.engine.validate.tiff import TiffError, data_overruns
+from terrasnap.engine.validate.tiff import truncation_problems
 from terrasnap.engine.validate.vector import crs_fields
 
 GRID_TOLERANCE_PX = 1e-6
@@ -170,11 +172,8 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
 def _check_data(path: str, policy: Policy, col: Collector) -> None:
     """raster-truncated from the TIFF tags (always: a few small reads), and under raster-decode every
     block decoded (a full read of the pixels, asked for by the policy)."""
-    try:
-        for overrun in data_overruns(path):
-            col.add("raster-truncated", overrun.describe())
-    except TiffError as exc:
-        col.add("raster-truncated", str(exc))
+    for what in truncation_problems(path):
+        col.add("raster-truncated", what)
     if policy.severity("raster-decode") is not None:
         for what in decode_failures(path):
             col.add("raster-truncated", what)
@@ -188,8 +187,9 @@ def decode_failures(path: str, limit: int = 10) -> list[str]:
             for (row, colno), window in src.block_windows(bidx):
                 try:
                     src.read(bidx, window=window)
-                except RasterioIOError as exc:
-                    out.append(f"band {bidx} block (row {row}, column {colno}) does not decode: {exc}")
+                except RasterioIOError as exc:  # rasterio chains GDAL's own message as the cause
+                    out.append(f"band {bidx} block (row {row}, column {colno}) does not decode: "
+                               f"{exc.__cause__ or exc}")
                     if len(out) >= limit:
                         return out
     return out

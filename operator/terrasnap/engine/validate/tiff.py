@@ -44,11 +44,17 @@ class Overrun:
                 "interrupted upload")
 
 
-def data_overruns(path: str | os.PathLike[str]) -> list[Overrun]:
-    """Every IFD's first block past the end of the file (empty: all image data lies inside it)."""
+def truncation_problems(path: str | os.PathLike[str]) -> list[str]:
+    """What lies past the end of the file: each IFD's first block that does, and an IFD or tag array
+    that does (then the walk stops). Empty: every image's data lies inside the file."""
     size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        return _Reader(f, size).overruns()
+    found: list[Overrun] = []
+    try:
+        with open(path, "rb") as f:
+            _Reader(f, size).overruns(found)
+    except TiffError as exc:
+        return [o.describe() for o in found] + [str(exc)]
+    return [o.describe() for o in found]
 
 
 class _Reader:
@@ -102,8 +108,8 @@ class _Reader:
         nxt = struct.unpack(self.e + ("Q" if self.big else "I"), raw[n * entry_size:])[0]
         return tags, nxt
 
-    def overruns(self) -> list[Overrun]:
-        out: list[Overrun] = []
+    def overruns(self, out: list[Overrun]) -> None:
+        """Appends to `out` as it goes, so what was found before a TiffError is kept."""
         seen: set[int] = set()
         offset, index = self.first, 0
         while offset:
@@ -124,4 +130,3 @@ class _Reader:
                     out.append(Overrun(index, b, kind, int(ends[b]), self.size, len(past)))
                 break
             index += 1
-        return out
