@@ -80,7 +80,8 @@ def test_a_geojson_that_is_an_ogr_vrt_reads_nothing_outside_the_source(
         f'<OGRVRTDataSource><OGRVRTLayer name="secret"><SrcDataSource>{secret}</SrcDataSource>'
         '<GeometryType>wkbPoint</GeometryType><GeometryField encoding="WKT" field="WKT"/>'
         '</OGRVRTLayer></OGRVRTDataSource>')
-    code, doc, _ = snap(src, url, endpoint=endpoint, tmp=tmp_path)
+    # missingCRS assume: were the VRT opened, its CSV rows would pass and land in normalized/ (measured)
+    code, doc, _ = snap(src, url, "--missing-crs", "assume:EPSG:4326", endpoint=endpoint, tmp=tmp_path)
     msg = doc["error"]["message"]
     assert code == 1 and doc["error"]["reason"] == "ValidationFailed", doc
     assert "labels/labels.geojson" in msg and "(format-mismatch)" in msg and "an OGR VRT" in msg, msg

@@ -19,10 +19,10 @@ from terrasnap.engine import gdal_env
 gdal_env.lock_down()
 
 from terrasnap.engine.validate.findings import Finding  # noqa: E402
-from terrasnap.engine.validate.policy import Policy
-from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, inspect_raster, is_raster_path
-from terrasnap.engine.validate.report import Report, validate_paths
-from terrasnap.engine.validate.vector import (
+from terrasnap.engine.validate.policy import Policy  # noqa: E402
+from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, inspect_raster, is_raster_path  # noqa: E402
+from terrasnap.engine.validate.report import Report, validate_paths  # noqa: E402
+from terrasnap.engine.validate.vector import (  # noqa: E402
     LayerResult,
     VectorResult,
     check_vector_set,

@@ -382,7 +382,9 @@ def _crs_link(member: tuple[bool, Any]) -> str | None:
     present, value = member
     if not present or not isinstance(value, dict) or str(value.get("type", "")).lower() not in ("link", "url"):
         return None
-    props = value.get("properties") if isinstance(value.get("properties"), dict) else {}
+    props = value.get("properties")
+    if not isinstance(props, dict):
+        props = {}
     return str(props.get("href") or props.get("url") or "")[:200]
 
 
