@@ -302,6 +302,7 @@ def test_huge_single_features_work_or_end_in_a_clear_error(tmp_path: Path, file_
     assert time.perf_counter() - t0 < 20
     msg = doc["error"]["message"]
     assert code == 1 and "labels/big.geojson" in msg and "(parse)" in msg and "too complex/large" in msg, msg
+    assert "split the feature" in msg and "You may define" not in msg, msg
     assert "Traceback" not in out
 
 

@@ -456,6 +456,11 @@ class _FileRun:
 
     def read_error(self, fallback: str) -> str:
         """Python's JSON message for a GeoJSON GDAL could not read (clearer), else `fallback`."""
+        if self.geojson and "too complex/large" in fallback:
+            # GDAL's message suggests a config option the user cannot set here: say what it means instead
+            return (f"{fallback.split('. You may define')[0]}: one feature is bigger than GDAL reads in one piece "
+                    "(OGR_GEOJSON_MAX_OBJ_SIZE, 200 MB of parsed JSON; a ~50 MB feature of 2M vertices reaches "
+                    "it); split the feature into several")
         return (_json_error(self.path) if self.geojson else None) or fallback
 
 
