@@ -40,7 +40,7 @@ from terrasnap.engine.scan import Entry, scan
 from terrasnap.engine.source import Materialized, materialize, parse_source
 from terrasnap.engine.stage import STAGE_NAME, load_report, rejection_message, stage_command
 from terrasnap.engine.store import Store
-from terrasnap.engine.verify import verify_pushed
+from terrasnap.engine.verify import repair_stored_listings, verify_pushed
 from terrasnap.engine.validate.policy import Policy
 
 Progress = Callable[[str], None]
@@ -175,6 +175,7 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         owner = f"{req.namespace}/{plan.name}"
         with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
             progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
+            repair_stored_listings(store, plan.objects, plan.cache, stats.objects_repaired)
             stats.objects_pushed += _push(plan)
             progress("verifying every object in the store (md5)")
             # By content: a corrupt object is overwritten from the local cache (verify.verify_pushed); a
@@ -198,7 +199,7 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
             "summary": plan.summary.to_dict(),
             "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits,
                       "objectsFetched": stats.objects_fetched, "objectsPushed": stats.objects_pushed,
-                      "objectsRepaired": stats.objects_repaired,
+                      "objectsRepaired": sorted(stats.objects_repaired),
                       "stages": plan.stages},
         }
     finally:

@@ -103,6 +103,17 @@ def verify_pushed(store: Store, sizes: dict[str, int | None], cache: Path, repai
         raise VerifyFailed(f"store {store.url}: after push, " + "; ".join(parts))
 
 
+def repair_stored_listings(store: Store, objects: list[str], cache: Path, repaired: list[str]) -> None:
+    """Before a push: `.dir` objects the store already has, by content. `dvc push` reads a stored listing
+    to decide what to upload, and fails on (or trusts) a corrupt one; a corrupt listing is overwritten
+    from the local cache first. Missing ones are left to the push."""
+    for c in check_objects(store, [o for o in objects if o.endswith(".dir")]):
+        if c.state == "corrupt":
+            _reupload(store, cache, c.oid)
+            if c.oid not in repaired:
+                repaired.append(c.oid)
+
+
 def _reupload(store: Store, cache: Path, oid: str) -> None:
     from terrasnap.engine.dvc import cache_object
 
