@@ -154,9 +154,8 @@ def snapshot(source: str, store: str, endpoint: str | None, name: str | None, na
     """Validate SOURCE, snapshot it into STORE, and print the result."""
 
     def go() -> dict[str, Any]:
-        from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
-
         from terrasnap.engine.interrupt import sigterm_raises
+        from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
 
         req = SnapshotRequest(source=source, store=store, endpoint=endpoint, name=name, namespace=namespace,
                               policy=_policy(policy_file, rules, **policy_fields), workdir=workdir)

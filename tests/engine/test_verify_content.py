@@ -20,9 +20,9 @@ from click.testing import CliRunner
 
 from terrasnap.cli import main
 from terrasnap.engine import dvc
+from terrasnap.engine.errors import VerifyFailed
 from terrasnap.engine.manifest import read_manifest
 from terrasnap.engine.store import Store
-from terrasnap.engine.errors import VerifyFailed
 from terrasnap.engine.verify import verify_pushed, verify_snapshot
 from tests.engine.test_snapshot import snap
 from tests.support import sampledata as sd

@@ -40,8 +40,8 @@ from terrasnap.engine.scan import Entry, scan
 from terrasnap.engine.source import Materialized, materialize, parse_source
 from terrasnap.engine.stage import STAGE_NAME, load_report, rejection_message, stage_command
 from terrasnap.engine.store import Store
-from terrasnap.engine.verify import repair_stored_listings, verify_pushed
 from terrasnap.engine.validate.policy import Policy
+from terrasnap.engine.verify import repair_stored_listings, verify_pushed
 
 Progress = Callable[[str], None]
 
