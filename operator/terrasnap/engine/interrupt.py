@@ -41,7 +41,7 @@ def sigterm_raises(what: str) -> Iterator[None]:
     try:
         yield
     except _Terminated as exc:
-        raise Interrupted(f"{what} stopped by {exc}: nothing was published by this run, and its in-flight "
-                          f"registration (if it had made one) was released") from None
+        raise Interrupted(f"{what} stopped by {exc}: its in-flight registration (if it had made one) was "
+                          f"released; running it again resumes") from None
     finally:
         signal.signal(signal.SIGTERM, previous)
