@@ -109,8 +109,10 @@ def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
-    """Run an engine call, map errors to the exit-code contract, always write the result file."""
+def _run(result_file: str | None, fn: Callable[[], dict[str, Any]],
+         show: Callable[[dict[str, Any]], str] | None = None) -> None:
+    """Run an engine call, map errors to the exit-code contract, always write the result file. `show`
+    renders the result for people (default: JSON)."""
     try:
         result = fn()
     except TerrasnapError as exc:
@@ -125,7 +127,7 @@ def _run(result_file: str | None, fn: Callable[[], dict[str, Any]]) -> None:
         _write_result(result_file, {"ok": False, "error": {"reason": contract.INTERNAL_ERROR, "message": msg}})
         sys.exit(contract.exit_code(contract.INTERNAL_ERROR))
     _write_result(result_file, result)
-    click.echo(json.dumps(result, indent=1, sort_keys=True))
+    click.echo(show(result) if show else json.dumps(result, indent=1, sort_keys=True))
     if result.get("ok") is False:  # finished, but not fully (a GC whose deletes partly failed)
         sys.exit(contract.exit_code(str((result.get("error") or {}).get("reason", contract.INTERNAL_ERROR))))
 
@@ -152,11 +154,13 @@ def snapshot(source: str, store: str, endpoint: str | None, name: str | None, na
     """Validate SOURCE, snapshot it into STORE, and print the result."""
 
     def go() -> dict[str, Any]:
+        from terrasnap.engine.interrupt import sigterm_raises
         from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
 
         req = SnapshotRequest(source=source, store=store, endpoint=endpoint, name=name, namespace=namespace,
                               policy=_policy(policy_file, rules, **policy_fields), workdir=workdir)
-        return run_snapshot(req)
+        with sigterm_raises("snapshot"):  # a stopped pod releases its in-flight registration
+            return run_snapshot(req)
 
     _run(result_file, go)
 
@@ -211,6 +215,19 @@ def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None)
         return do_fetch(manifest_uri, dest, endpoint, role)
 
     _run(None, go)
+
+
+@main.command()
+@click.argument("manifest_uri")
+@click.option("--endpoint", default=None, help="store endpoint (emulators); also TERRASNAP_STORE_ENDPOINT")
+@click.option("--deep", is_flag=True, help="read every object back (also checks sha256 against the manifest)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def verify(manifest_uri: str, endpoint: str | None, deep: bool, as_json: bool) -> None:
+    """Check a published snapshot in its store, read-only: every object it references exists and has the
+    right md5. Exit 0 when intact, 1 naming each missing or corrupt object and its files."""
+    from terrasnap.engine.verify import render, verify_snapshot
+
+    _run(None, lambda: verify_snapshot(manifest_uri, endpoint, deep), show=None if as_json else render)
 
 
 @main.command()

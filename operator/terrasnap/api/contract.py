@@ -38,6 +38,8 @@ INTERNAL_ERROR = "InternalError"
 GC_FAILED_CLOSED = "GCFailedClosed"  # GC could not establish what is used; it stopped deleting
 POINTER_MISMATCH = "PointerMismatch"  # a source's DVC pointers and its bytes disagree (never pushed, corrupted)
 GC_INCOMPLETE = "GCIncomplete"  # GC finished, but some deletes failed (the next run retries them)
+SNAPSHOT_DAMAGED = "SnapshotDamaged"  # `terrasnap verify`: an object of a published snapshot is missing or corrupt
+INTERRUPTED = "Interrupted"  # SIGTERM (a pod stopped, a node drained): cleaned up, running again may help
 
 REASONS: dict[str, int] = {
     VALIDATION_FAILED: EXIT_REJECTED,
@@ -51,6 +53,8 @@ REASONS: dict[str, int] = {
     INTERNAL_ERROR: EXIT_INFRASTRUCTURE,
     GC_FAILED_CLOSED: EXIT_INFRASTRUCTURE,
     GC_INCOMPLETE: EXIT_INFRASTRUCTURE,
+    SNAPSHOT_DAMAGED: EXIT_REJECTED,
+    INTERRUPTED: EXIT_INFRASTRUCTURE,
 }
 
 

@@ -27,7 +27,7 @@ import yaml
 from terrasnap import __version__
 from terrasnap.api.contract import Summary
 from terrasnap.engine import dvc, refs
-from terrasnap.engine.errors import DVCError, ValidationFailed, VerifyFailed
+from terrasnap.engine.errors import DVCError, ValidationFailed
 from terrasnap.engine.hashing import HashCache, hash_many
 from terrasnap.engine.manifest import (
     FileRow,
@@ -41,6 +41,7 @@ from terrasnap.engine.source import Materialized, materialize, parse_source
 from terrasnap.engine.stage import STAGE_NAME, load_report, rejection_message, stage_command
 from terrasnap.engine.store import Store
 from terrasnap.engine.validate.policy import Policy
+from terrasnap.engine.verify import repair_stored_listings, verify_pushed
 
 Progress = Callable[[str], None]
 
@@ -68,6 +69,7 @@ class Stats:
     hash_cache_hits: int = 0
     objects_fetched: int = 0  # from the source's own DVC remotes
     objects_pushed: int = 0  # uploaded to the store (objects it already had are not)
+    objects_repaired: list[str] = field(default_factory=list)  # stored corrupt, re-uploaded (engine/verify.py)
 
 
 def default_name(source: str) -> str:
@@ -110,25 +112,6 @@ def _link_tree(entries: list[Entry], src_root: Path, dest: Path) -> None:
 def _write_if_changed(path: Path, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
-
-
-def _verify(store: Store, expected: dict[str, int | None]) -> None:
-    """Every object exists with the size DVC recorded — DVC's own push does not check (dvc #10498, #11011)."""
-    missing: list[str] = []
-    wrong: list[str] = []
-    for md5, size in sorted(expected.items()):
-        actual = store.size(Store.object_rel(md5))
-        if actual is None:
-            missing.append(md5)
-        elif size is not None and actual != size:
-            wrong.append(f"{md5} ({actual} bytes, expected {size})")
-    if missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} object(s) missing: {', '.join(missing[:5])}")
-        if wrong:
-            parts.append(f"{len(wrong)} with the wrong size: {', '.join(wrong[:5])}")
-        raise VerifyFailed(f"store {store.url}: after push, " + "; ".join(parts))
 
 
 def _object_sizes(cache: Path, objects: list[str]) -> dict[str, int | None]:
@@ -192,10 +175,16 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
         owner = f"{req.namespace}/{plan.name}"
         with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
             progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
+            repair_stored_listings(store, plan.objects, plan.cache, stats.objects_repaired)
             stats.objects_pushed += _push(plan)
-            progress("verifying every object in the store")
-            # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
-            reg.confirm(lambda: _verify(store, plan.sizes), repair=lambda: void(_push(plan)))
+            progress("verifying every object in the store (md5)")
+            # By content: a corrupt object is overwritten from the local cache (verify.verify_pushed); a
+            # missing one (GC removed it mid-push, a lost upload) is pushed once more, then re-checked.
+            reg.confirm(lambda: verify_pushed(store, plan.sizes, plan.cache, stats.objects_repaired),
+                        repair=lambda: void(_push(plan)))
+            if stats.objects_repaired:
+                progress(f"repaired {len(stats.objects_repaired)} corrupt object(s) in the store: "
+                         f"{', '.join(stats.objects_repaired)}")
             if store.exists(f"{plan.folder}/manifest.parquet"):
                 progress(f"snapshot {plan.sid} is already published; nothing to write")
             else:
@@ -210,6 +199,7 @@ def run_snapshot(req: SnapshotRequest, progress: Progress = stderr_progress) -> 
             "summary": plan.summary.to_dict(),
             "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits,
                       "objectsFetched": stats.objects_fetched, "objectsPushed": stats.objects_pushed,
+                      "objectsRepaired": sorted(stats.objects_repaired),
                       "stages": plan.stages},
         }
     finally:
