@@ -65,3 +65,9 @@ class PointerMismatch(TerrasnapError):
     """A source's DVC pointers and its bytes disagree: data never pushed, or a corrupted remote object."""
 
     reason = contract.POINTER_MISMATCH
+
+
+class UnsafeInput(TerrasnapError):
+    """A name, path, revision or object id from a source or a manifest that could escape where it belongs."""
+
+    reason = contract.UNSAFE_INPUT
