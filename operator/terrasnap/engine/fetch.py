@@ -42,12 +42,12 @@ def check_rows(rows: list[dict[str, Any]], uri: str) -> None:
         path, md5 = row.get("path"), row.get("md5")
         why = paths.problem(path) if isinstance(path, str) else "is not a string"
         if why:
-            bad.append(f"row {i}: path {paths.shown(str(path))!r} {why}")
+            bad.append(f"row {i}: path {paths.quoted(str(path))} {why}")
         if not isinstance(md5, str) or not paths.DVC_OBJECT_ID.fullmatch(md5):
-            bad.append(f"row {i} ({paths.shown(str(path))!r}): object id {md5!r} is not a DVC md5 id "
+            bad.append(f"row {i} ({paths.quoted(str(path))}): object id {md5!r} is not a DVC md5 id "
                        "(32 hex digits, optionally .dir)")
         if not isinstance(row.get("sha256"), str) or len(row["sha256"]) != 64:
-            bad.append(f"row {i} ({paths.shown(str(path))!r}): sha256 {row.get('sha256')!r} is not a SHA-256")
+            bad.append(f"row {i} ({paths.quoted(str(path))}): sha256 {row.get('sha256')!r} is not a SHA-256")
     if bad:
         raise UnsafeInput(f"manifest {uri}: refused, nothing fetched: " + "; ".join(bad[:10])
                           + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""))

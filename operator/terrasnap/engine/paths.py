@@ -21,6 +21,11 @@ def shown(name: str) -> str:
     return os.fsencode(name).decode("utf-8", "backslashreplace") if _has_surrogates(name) else name
 
 
+def quoted(name: str) -> str:
+    """'name', escaped as `shown` does (not repr: its doubled backslashes would hide the bytes)."""
+    return f"'{shown(name)}'"
+
+
 def _has_surrogates(name: str) -> bool:
     return any("\udc80" <= c <= "\udcff" for c in name)
 
@@ -57,7 +62,7 @@ def check_relpath(name: str, what: str) -> str:
     """`name` unchanged if it is a safe relative path; else ValueError naming it (escaped) and the reason."""
     why = problem(name)
     if why:
-        raise ValueError(f"{what} {shown(name)!r} {why}")
+        raise ValueError(f"{what} {quoted(name)} {why}")
     return name
 
 
@@ -67,5 +72,5 @@ def join_inside(root: Path, name: str, what: str) -> Path:
     target = root / name
     real_root = root.resolve()
     if not target.resolve().is_relative_to(real_root):
-        raise ValueError(f"{what} {shown(name)!r} leads outside {root}")
+        raise ValueError(f"{what} {quoted(name)} leads outside {root}")
     return target

@@ -55,7 +55,7 @@ def scan(root: Path) -> list[Entry]:
             rel = (here / name).relative_to(root).as_posix()
             why = paths.problem(rel)
             if why:
-                unsafe.append(f"{paths.shown(rel)!r} {why}")
+                unsafe.append(f"{paths.quoted(rel)} {why}")
         if unsafe:
             dirnames[:] = [d for d in dirnames if not paths.problem(d)]
             filenames = [f for f in filenames if not paths.problem(f)]

@@ -151,7 +151,7 @@ def _check_tree(dest: Path, sub: str, raw: str, commit: str) -> None:
         mode, kind, _obj, size = meta.split()[:4]
         why = paths.problem(name)
         if why:
-            bad.append(f"{paths.shown(name)!r} {why}")
+            bad.append(f"{paths.quoted(name)} {why}")
         elif kind == b"commit":
             bad.append(f"{name!r} is a git submodule (not fetched: its files would be missing)")
         elif kind == b"blob" and mode != b"120000" and size.isdigit() and int(size) <= _LFS_POINTER_MAX:
@@ -180,10 +180,15 @@ def _materialize_git(spec: SourceSpec, dest: Path) -> Materialized:
                   "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"], cwd=dest)
         except GitError as exc:
             raise GitError(f"source {spec.raw}: cannot fetch: {exc.message}") from exc
-        try:
-            commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"], cwd=dest)
-        except GitError:
-            commit = ""
+        commit = ""
+        # A tag or commit resolves as given; a branch was fetched as refs/remotes/origin/<branch>.
+        for name in (rev, f"refs/remotes/origin/{rev}"):
+            try:
+                commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"],
+                              cwd=dest)
+                break
+            except GitError:
+                continue
         if not commit:
             raise GitError(f"source {spec.raw}: revision {rev!r} does not exist") from None
         _git(["checkout", "-q", "--no-recurse-submodules", commit, "--"], cwd=dest)
