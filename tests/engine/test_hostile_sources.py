@@ -59,13 +59,35 @@ def test_a_revision_that_is_a_git_option_runs_nothing(tmp_path: Path, file_store
     assert mark.exists()
     mark.unlink()
 
-    code, doc, err = snap(f"git+file://{repo}@{UPLOAD_PACK_ATTACK}", file_store, "--workdir",
+    code, doc, _err = snap(f"git+file://{repo}@{UPLOAD_PACK_ATTACK}", file_store, "--workdir",
                           str(tmp_path / "work"), tmp=tmp_path)
     assert code == 2 and doc["error"]["reason"] == "UsageError", doc
     msg = doc["error"]["message"]
     assert "--upload-pack" in msg and "starts with '-'" in msg
     assert not mark.exists() and not list(tmp_path.rglob("X"))
     assert store_is_empty(file_store)
+
+
+@pytest.mark.parametrize("rev, why", [
+    ("main:planted", "is not a branch, tag or commit name"),  # a refspec would write a ref
+    ("-c", "starts with '-'"),
+])
+def test_revisions_that_are_refspecs_or_flags(rev: str, why: str, tmp_path: Path, file_store: str) -> None:
+    repo, _ = make_repo(tmp_path)
+    code, doc, _ = snap(f"git+file://{repo}@{rev}", file_store, tmp=tmp_path)
+    assert code == 2 and rev in doc["error"]["message"] and why in doc["error"]["message"], doc
+    assert store_is_empty(file_store)
+
+
+def test_a_git_tree_name_that_is_not_utf8(tmp_path: Path, file_store: str) -> None:
+    repo, _ = make_repo(tmp_path)
+    with open(os.path.join(os.fsencode(repo / "data"), b"caf\xe9.geojson"), "wb") as fh:
+        fh.write(b"{}")
+    _commit_all(repo, "latin-1 name")
+    code, doc, err = snap(f"git+file://{repo}@main", file_store, tmp=tmp_path)
+    assert code == 1 and doc["error"]["reason"] == "UnsafeInput", (doc, err)
+    assert "'data/caf\\xe9.geojson' is not valid UTF-8" in doc["error"]["message"]
+    assert "Traceback" not in err and store_is_empty(file_store)
 
 
 def test_the_engine_git_never_speaks_ext_or_fd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
