@@ -13,6 +13,7 @@ import functools
 import json
 import os
 import subprocess
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -289,6 +290,25 @@ def test_fetch_expect_recomputes_the_snapshot_id(tmp_path: Path, file_store: str
     res = CliRunner().invoke(main, ["fetch", doc["manifest"], str(tmp_path / "swapped"), "--expect", sid])
     assert res.exit_code == 1 and "recomputed from the manifest is sha256:" in res.output, res.output
     assert not _files(tmp_path / "swapped")
+
+
+def test_fetch_expect_recomputes_a_pipeline_snapshot_id(tmp_path: Path, file_store: str) -> None:
+    """A DVC source's id covers its stages' dvc.yaml: --expect rebuilds that from the published side files."""
+    repo = tmp_path / "repo"
+    sd.write_geojson(repo / "src.geojson", sd.buildings(4))
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  derive:\n    cmd: cp src.geojson derived.geojson\n    deps: [src.geojson]\n"
+        "    outs: [derived.geojson]\n")
+    _git(repo, "init", "-q", "-b", "main")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True,
+                   env=dict(os.environ, DVC_NO_ANALYTICS="1"))
+    (repo / ".gitignore").write_text("/derived.geojson\n")
+    _commit_all(repo, "pipeline")
+    code, doc, _ = snap(f"git+file://{repo}@main", file_store, tmp=tmp_path)
+    assert code == 0, doc
+    res = CliRunner().invoke(main, ["fetch", doc["manifest"], str(tmp_path / "got"), "--expect", doc["snapshotID"]])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "got" / "raw" / "derived.geojson").exists()
 
 
 # -- secrets ----------------------------------------------------------------------------------------------
