@@ -69,6 +69,7 @@ def parse_source(text: str) -> SourceSpec:
             raise UsageError(f"source {shown!r}: git URL {exc}") from None
         try:
             sub = contract.check_subpath(sub)
+            sub = "/".join(p for p in sub.split("/") if p not in ("", "."))  # ./data and data//x mean data
             if sub:
                 paths.check_relpath(sub, "is")
         except ValueError as exc:
@@ -155,10 +156,14 @@ def _check_tree(dest: Path, sub: str, raw: str, commit: str) -> None:
         elif kind == b"commit":
             bad.append(f"{name!r} is a git submodule (not fetched: its files would be missing)")
         elif kind == b"blob" and mode != b"120000" and size.isdigit() and int(size) <= _LFS_POINTER_MAX:
-            with open(dest / name, "rb") as fh:
-                if fh.read(len(LFS_POINTER)) == LFS_POINTER:
-                    bad.append(f"{name!r} is a git-lfs pointer (LFS objects are not fetched: the data would be "
-                               "missing)")
+            try:
+                with open(dest / name, "rb") as fh:
+                    head = fh.read(len(LFS_POINTER))
+            except OSError:
+                continue  # not in the working tree: nothing of it can be snapshotted either
+            if head == LFS_POINTER:
+                bad.append(f"{name!r} is a git-lfs pointer (LFS objects are not fetched: the data would be "
+                           "missing)")
     if bad:
         raise UnsafeInput(f"source {raw} at {commit[:12]}: refused, nothing pushed: " + "; ".join(sorted(bad)[:10])
                           + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""))
@@ -205,7 +210,9 @@ def _materialize_git(spec: SourceSpec, dest: Path) -> Materialized:
                               f"at {commit[:12]} (a symlink; refused, nothing read)")
     if not root.is_dir():
         raise SourceUnavailable(f"source {spec.raw}: subdirectory {spec.subdirectory!r} not found at {commit[:12]}")
-    _check_tree(dest, spec.subdirectory, spec.raw, commit)
+    # The tree is checked where the subdirectory really is (it may be a symlink to another folder inside).
+    real_sub = root.resolve().relative_to(dest.resolve()).as_posix()
+    _check_tree(dest, "" if real_sub == "." else real_sub, spec.raw, commit)
     return Materialized(root=root, spec=spec, commit=commit, meta={"revision": rev})
 
 
