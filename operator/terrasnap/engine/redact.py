@@ -20,13 +20,16 @@ _known: set[str] = set()
 
 
 def remember_url(url: str) -> None:
-    """Remember the user and password of a URL's userinfo as secrets (also in their decoded spelling)."""
+    """Remember the password of a URL's userinfo (`user:PASSWORD@`, or a bare `TOKEN@`) as a secret, also in
+    its decoded spelling. A user name is not masked (it would hide that word everywhere); URLs lose their
+    whole userinfo anyway."""
     m = _USERINFO.search(url)
     if not m:
         return
-    for part in m.group("userinfo").split(":"):
-        if len(part) >= 3:  # never mask single letters all over a message
-            _known.update({part, unquote(part)})
+    user, sep, password = m.group("userinfo").partition(":")
+    secret = password if sep else user
+    if len(secret) >= 3:  # never mask single letters all over a message
+        _known.update({secret, unquote(secret)})
 
 
 def strip_userinfo(url: str) -> str:
