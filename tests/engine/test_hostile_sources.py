@@ -67,6 +67,11 @@ def test_a_revision_that_is_a_git_option_runs_nothing(tmp_path: Path, file_store
     assert "--upload-pack" in msg and "starts with '-'" in msg
     assert not mark.exists() and not list(tmp_path.rglob("X"))
     assert store_is_empty(file_store)
+    # The second layer: past the revision check, the engine's git calls end options before any revision.
+    with pytest.raises(GitError, match="couldn't find remote ref --upload-pack"):
+        source._git(["fetch", "-q", "--depth", "1", "--end-of-options", f"file://{repo}", UPLOAD_PACK_ATTACK],
+                    cwd=probe)
+    assert not mark.exists()
 
 
 @pytest.mark.parametrize("rev, why", [

@@ -113,8 +113,10 @@ def check_revision(rev: str | None, text: str) -> str | None:
 
 
 def _git_env() -> dict[str, str]:
+    # GIT_ALLOW_PROTOCOL overrides any protocol.allow of the user's or system's config (a CI runner's
+    # system config may still hold its proxy or CA settings, so it is not dropped).
     env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", GIT_ALLOW_PROTOCOL=GIT_ALLOW_PROTOCOL,
-               GIT_CONFIG_NOSYSTEM="1", GIT_PROTOCOL_FROM_USER="0")
+               GIT_PROTOCOL_FROM_USER="0")
     token = env.get("TERRASNAP_GIT_TOKEN")
     if token:
         # Passed as config through the environment: never on a command line, in a URL or in .git/config.
