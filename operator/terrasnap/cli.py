@@ -113,16 +113,19 @@ def _run(result_file: str | None, fn: Callable[[], dict[str, Any]],
          show: Callable[[dict[str, Any]], str] | None = None) -> None:
     """Run an engine call, map errors to the exit-code contract, always write the result file. `show`
     renders the result for people (default: JSON)."""
+    from terrasnap.engine.redact import redact  # every message passes here: no userinfo, token or password
+
     try:
         result = fn()
     except TerrasnapError as exc:
-        click.echo(f"terrasnap: error: {exc.reason}: {exc.message}", err=True)
-        _write_result(result_file, {"ok": False, "error": {"reason": exc.reason, "message": exc.message}})
+        msg = redact(exc.message)
+        click.echo(f"terrasnap: error: {exc.reason}: {msg}", err=True)
+        _write_result(result_file, {"ok": False, "error": {"reason": exc.reason, "message": msg}})
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the contract promises a result document even for bugs
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = redact(f"{type(exc).__name__}: {exc}")
         click.echo(f"terrasnap: internal error: {msg}", err=True)
         _write_result(result_file, {"ok": False, "error": {"reason": contract.INTERNAL_ERROR, "message": msg}})
         sys.exit(contract.exit_code(contract.INTERNAL_ERROR))
@@ -157,12 +160,24 @@ def snapshot(source: str, store: str, endpoint: str | None, name: str | None, na
         from terrasnap.engine.interrupt import sigterm_raises
         from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
 
+        _check_names(name, namespace)
         req = SnapshotRequest(source=source, store=store, endpoint=endpoint, name=name, namespace=namespace,
                               policy=_policy(policy_file, rules, **policy_fields), workdir=workdir)
         with sigterm_raises("snapshot"):  # a stopped pod releases its in-flight registration
             return run_snapshot(req)
 
     _run(result_file, go)
+
+
+def _check_names(name: str | None, namespace: str) -> None:
+    """--name and --namespace become store folders (terrasnap/manifests/NS/NAME/): Kubernetes rules only."""
+    try:
+        if name is not None:
+            contract.check_object_name(name)
+        contract.check_namespace(namespace)
+    except ValueError as exc:
+        flag = "--namespace" if "namespace" in str(exc) else "--name"
+        raise UsageError(f"{flag} {exc}") from None
 
 
 @main.command()
@@ -206,13 +221,15 @@ def rules_command(as_json: bool) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--endpoint", default=None)
 @click.option("--role", type=click.Choice(["raw", "normalized"]), default=None, help="only these files")
-def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None) -> None:
+@click.option("--expect", "expect", default=None, metavar="SNAPSHOT_ID",
+              help="recompute the snapshotID from the manifest and fail (exit 1) unless it is this one")
+def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None, expect: str | None) -> None:
     """Download a snapshot's files by DVC address and verify every SHA-256 (no git, no DVC project)."""
 
     def go() -> dict[str, Any]:
         from terrasnap.engine.fetch import fetch as do_fetch
 
-        return do_fetch(manifest_uri, dest, endpoint, role)
+        return do_fetch(manifest_uri, dest, endpoint, role, expect=expect)
 
     _run(None, go)
 

@@ -78,3 +78,9 @@ class Interrupted(TerrasnapError):
     """The process was asked to stop (SIGTERM); what it registered in the store has been released."""
 
     reason = contract.INTERRUPTED
+
+
+class UnsafeInput(TerrasnapError):
+    """A name, path, revision or object id from a source or a manifest that could escape where it belongs."""
+
+    reason = contract.UNSAFE_INPUT

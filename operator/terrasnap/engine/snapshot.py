@@ -47,7 +47,9 @@ Progress = Callable[[str], None]
 
 
 def stderr_progress(msg: str) -> None:
-    print(f"terrasnap: {msg}", file=sys.stderr, flush=True)
+    from terrasnap.engine.redact import redact  # the progress log is an output too: no userinfo or token
+
+    print(f"terrasnap: {redact(msg)}", file=sys.stderr, flush=True)
 
 
 @dataclass
