@@ -109,25 +109,30 @@ def policy_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _run(result_file: str | None, fn: Callable[[], dict[str, Any]], errors_only: bool = False) -> None:
+def _run(result_file: str | None, fn: Callable[[], dict[str, Any]],
+         show: Callable[[dict[str, Any]], str] | None = None, errors_only: bool = False) -> None:
     """Run an engine call, map errors to the exit-code contract, always write the result file (with
-    `errors_only`, only a failure's: the Job's first steps report nothing when they succeed)."""
+    `errors_only`, only a failure's: the Job's first steps report nothing when they succeed). `show`
+    renders the result for people (default: JSON)."""
+    from terrasnap.engine.redact import redact  # every message passes here: no userinfo, token or password
+
     try:
         result = fn()
     except TerrasnapError as exc:
-        click.echo(f"terrasnap: error: {exc.reason}: {exc.message}", err=True)
-        _write_result(result_file, {"ok": False, "error": {"reason": exc.reason, "message": exc.message}})
+        msg = redact(exc.message)
+        click.echo(f"terrasnap: error: {exc.reason}: {msg}", err=True)
+        _write_result(result_file, {"ok": False, "error": {"reason": exc.reason, "message": msg}})
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         raise
     except Exception as exc:  # the contract promises a result document even for bugs
-        msg = f"{type(exc).__name__}: {exc}"
+        msg = redact(f"{type(exc).__name__}: {exc}")
         click.echo(f"terrasnap: internal error: {msg}", err=True)
         _write_result(result_file, {"ok": False, "error": {"reason": contract.INTERNAL_ERROR, "message": msg}})
         sys.exit(contract.exit_code(contract.INTERNAL_ERROR))
     if not errors_only or result.get("ok") is False:
         _write_result(result_file, result)
-    click.echo(json.dumps(result, indent=1, sort_keys=True))
+    click.echo(show(result) if show else json.dumps(result, indent=1, sort_keys=True))
     if result.get("ok") is False:  # finished, but not fully (a GC whose deletes partly failed)
         sys.exit(contract.exit_code(str((result.get("error") or {}).get("reason", contract.INTERNAL_ERROR))))
 
@@ -159,8 +164,10 @@ def snapshot(source: str | None, store: str, endpoint: str | None, name: str | N
     """Validate SOURCE, snapshot it into STORE, and print the result."""
 
     def go() -> dict[str, Any]:
+        from terrasnap.engine.interrupt import sigterm_raises
         from terrasnap.engine.snapshot import SnapshotRequest, run_snapshot
 
+        _check_names(name, namespace)
         if source is None and prepared is None:
             raise UsageError("terrasnap snapshot needs SOURCE (or --prepared STATE with --workdir)")
         if prepared is not None and workdir is None:
@@ -170,9 +177,21 @@ def snapshot(source: str | None, store: str, endpoint: str | None, name: str | N
         req = SnapshotRequest(source=source or "", store=store, endpoint=endpoint, name=name, namespace=namespace,
                               policy=_policy(policy_file, rules, **policy_fields), workdir=workdir,
                               prepared=prepared, private=private)
-        return run_snapshot(req)
+        with sigterm_raises("snapshot"):  # a stopped pod releases its in-flight registration
+            return run_snapshot(req)
 
     _run(result_file, go)
+
+
+def _check_names(name: str | None, namespace: str) -> None:
+    """--name and --namespace become store folders (terrasnap/manifests/NS/NAME/): Kubernetes rules only."""
+    try:
+        if name is not None:
+            contract.check_object_name(name)
+        contract.check_namespace(namespace)
+    except ValueError as exc:
+        flag = "--namespace" if "namespace" in str(exc) else "--name"
+        raise UsageError(f"{flag} {exc}") from None
 
 
 @main.group("source")
@@ -264,15 +283,30 @@ def rules_command(as_json: bool) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 @click.option("--endpoint", default=None)
 @click.option("--role", type=click.Choice(["raw", "normalized"]), default=None, help="only these files")
-def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None) -> None:
+@click.option("--expect", "expect", default=None, metavar="SNAPSHOT_ID",
+              help="recompute the snapshotID from the manifest and fail (exit 1) unless it is this one")
+def fetch(manifest_uri: str, dest: Path, endpoint: str | None, role: str | None, expect: str | None) -> None:
     """Download a snapshot's files by DVC address and verify every SHA-256 (no git, no DVC project)."""
 
     def go() -> dict[str, Any]:
         from terrasnap.engine.fetch import fetch as do_fetch
 
-        return do_fetch(manifest_uri, dest, endpoint, role)
+        return do_fetch(manifest_uri, dest, endpoint, role, expect=expect)
 
     _run(None, go)
+
+
+@main.command()
+@click.argument("manifest_uri")
+@click.option("--endpoint", default=None, help="store endpoint (emulators); also TERRASNAP_STORE_ENDPOINT")
+@click.option("--deep", is_flag=True, help="read every object back (also checks sha256 against the manifest)")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def verify(manifest_uri: str, endpoint: str | None, deep: bool, as_json: bool) -> None:
+    """Check a published snapshot in its store, read-only: every object it references exists and has the
+    right md5. Exit 0 when intact, 1 naming each missing or corrupt object and its files."""
+    from terrasnap.engine.verify import render, verify_snapshot
+
+    _run(None, lambda: verify_snapshot(manifest_uri, endpoint, deep), show=None if as_json else render)
 
 
 @main.command()

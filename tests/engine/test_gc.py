@@ -339,3 +339,126 @@ def test_recheck_expands_dir_objects_of_new_registrations(store: Store) -> None:
         pass
     run.finish()
     assert w["b1"] in objects_in(store) and w["garbage"] not in objects_in(store)
+
+
+# -- fail closed on file:// listings, re-read before cleanup, SIGTERM (issue 10) ----------------------------
+
+
+def _file_store(tmp_path: Path) -> Store:
+    s = Store.from_url(f"file://{tmp_path / 'store'}")
+    s.check_reachable()
+    return s
+
+
+def test_an_unreadable_registrations_folder_fails_closed(tmp_path: Path) -> None:
+    """fsspec's walk leaves out a folder it cannot read: GC then read 0 registrations, said ok and deleted a
+    registered object. Run as a real `terrasnap gc`; as root (who reads any folder) without the capabilities
+    that bypass permissions, so the folder is unreadable to it as it would be to any other user."""
+    import shutil
+    import subprocess
+    import sys
+
+    store = _file_store(tmp_path)
+    w = _world(store)
+    for oid in objects_in(store):  # old enough to be garbage
+        os.utime(store.abs(Store.object_rel(oid)), (time.time() - 48 * H,) * 2)
+    refs.Registration(store=store, owner="ns/running", objects=[w["b1"]]).write()
+    cmd = [sys.executable, "-m", "terrasnap.cli", "gc", "--store", store.url, "--root", w["A"], "--grace", "24h"]
+    if os.geteuid() == 0:
+        if not shutil.which("setpriv"):
+            pytest.skip("running as root without setpriv: permissions cannot make a folder unreadable")
+        cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", *cmd]
+    inflight = store.abs(refs.INFLIGHT_PREFIX)
+    os.chmod(inflight, 0)
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    finally:
+        os.chmod(inflight, 0o755)
+    assert res.returncode == 3, res.stderr
+    assert "GCFailedClosed" in res.stderr and "listing terrasnap/inflight" in res.stderr
+    assert "Permission denied" in res.stderr and "Traceback" not in res.stderr
+    assert {w["b1"], w["garbage"]} <= objects_in(store)  # nothing deleted, the registered object least of all
+
+
+def test_a_registrations_folder_on_a_missing_volume_fails_closed(tmp_path: Path) -> None:
+    """terrasnap/inflight a symlink to another volume: unmounted (a dangling link) it is not "no
+    registrations" but an unreadable listing. Works as root too."""
+    store = _file_store(tmp_path)
+    w = _world(store)
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    os.makedirs(os.path.dirname(store.abs(refs.INFLIGHT_PREFIX)), exist_ok=True)
+    os.symlink(volume, store.abs(refs.INFLIGHT_PREFIX))
+    t = later(48).timestamp()
+    refs.Registration(store=store, owner="ns/running", objects=[w["b1"]], clock=lambda: t).write()
+    mounted = run_gc(store, [w["A"]], grace=GRACE, dry_run=True, now=later(48))
+    assert mounted.registrations == 1 and w["b1"] not in mounted.deleted
+    volume.rename(tmp_path / "unmounted")
+    with pytest.raises(GCFailedClosed, match="listing terrasnap/inflight"):
+        run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48))
+    assert {w["b1"], w["garbage"]} <= objects_in(store)
+
+
+def test_an_expired_registration_renewed_during_a_run_is_not_cleaned_up(store: Store) -> None:
+    """GC reads a registration as expired; its snapshot then renews it (a stalled heartbeat that came back,
+    the post-publish lease). The cleanup at the end re-reads it and keeps it; so did the batch re-check."""
+    w = _world(store)
+    t0 = time.time()
+    reg = refs.Registration(store=store, owner="ns/slow", objects=[w["b1"]], clock=lambda: t0)
+    reg.write()
+    t = later(48).timestamp()
+    run = GCRun(store, [w["A"]], grace=GRACE, dry_run=False, clock=lambda: t)
+    steps = run.steps()
+    for step in steps:
+        if step == "read_registrations":
+            break
+    assert run.report.registrations == 0  # expired as far as this run knows
+    reg.clock = lambda: t
+    reg.published()  # renewed: 48 h from the GC's now
+    for _ in steps:
+        pass
+    run.finish()
+    assert store.exists(reg.rel)
+    assert w["b1"] in objects_in(store) and w["garbage"] not in objects_in(store)
+    # once it has really expired, the next run removes it
+    run_gc(store, [w["A"]], grace=GRACE, dry_run=False, now=later(48 + 49))
+    assert not store.exists(reg.rel)
+
+
+def test_sigterm_during_a_snapshot_releases_its_registration(tmp_path: Path) -> None:
+    """A real `terrasnap snapshot` process, stopped with SIGTERM while it holds its registration (a GC batch
+    in progress makes it wait in confirm): the registration is released, nothing is published, the result
+    says Interrupted (exit 3, retryable), no traceback."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.support import sampledata as sd
+
+    demo = sd.make_demo(tmp_path / "demo")
+    store = _file_store(tmp_path)
+    now = time.time()
+    refs.write_marker(store, refs.MarkerDoc(gc="busy", seq=0, started=now, expires=now + refs.MARKER_TTL))
+    result = tmp_path / "result.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "terrasnap.cli", "snapshot", str(demo), "--store", store.url, "--name", "sig",
+         "--invalid-geometry", "repair", "--result-file", str(result)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(store.list_prefix(refs.INFLIGHT_PREFIX)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the snapshot never registered"
+            time.sleep(0.05)
+        time.sleep(1.0)  # mid-push or waiting in confirm
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    assert "Traceback" not in err and "Interrupted" in err
+    assert json.loads(result.read_text())["error"]["reason"] == "Interrupted"
+    assert not list(store.list_prefix(refs.INFLIGHT_PREFIX))
+    assert not [rel for rel, _ in store.list_prefix("terrasnap/manifests") if rel.endswith("manifest.parquet")]

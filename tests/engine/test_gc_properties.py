@@ -168,11 +168,16 @@ class GCMachine(RuleBasedStateMachine):
         return any(s.state in states for s in self.snaps)
 
     def _verify_repair(self, snap: Snap) -> None:
-        """What the engine's verify does: every object present with the right size; re-upload what is not."""
-        present = {o.md5: o.size for o in self.store.list_objects()}
+        """What the engine's verify does (engine/verify.py): every object present with the right md5;
+        re-upload what is not."""
         for md5, data in snap.contents.items():
-            if present.get(md5) != len(data):
-                self.store.write_bytes(Store.object_rel(md5), data)
+            rel = Store.object_rel(md5)
+            try:
+                intact = hashlib.md5(self.store.read_bytes(rel)).hexdigest() == md5.removesuffix(".dir")
+            except FileNotFoundError:
+                intact = False
+            if not intact:
+                self.store.write_bytes(rel, data)
 
     def _lease_ok(self, snap: Snap) -> bool:
         reg = snap.reg
@@ -473,3 +478,30 @@ def test_a_later_batch_sees_a_registration_written_after_planning(tmp_path: Any)
         m.referenced_objects_exist()
     assert x in {o.md5 for o in m.store.list_objects()}
     run.finish()
+
+
+def test_a_registration_renewed_after_gc_read_it_as_expired_survives_the_cleanup(tmp_path: Any) -> None:
+    """A stalled snapshot's heartbeat comes back after a GC read its registration as expired. The GC's cleanup
+    re-reads it and keeps it (its owner, not the GC, releases it: the lapsed lease fails the snapshot)."""
+    machine_cls = type("GCMachine_renew", (GCMachine,), {"base_url": f"file://{tmp_path}", "endpoint": None,
+                                                         "mode": "protocol", "counter": "renew"})
+    m = machine_cls()
+    m.start_snapshot(picks=[0], with_dir=False, name="a")
+    m.snapshot_step(i=0, n=1, fault=1)  # registered, then its heartbeats stall
+    snap = m.snaps[0]
+    assert snap.reg is not None and snap.state == "registered"
+    m.advance(hours=25)  # far past its lease
+    m.gc_start(complete=False, flaky=False)
+    run, steps = m.gcs[0]
+    while next(steps) != "read_registrations":
+        pass
+    assert run.report.registrations == 0
+    snap.stalled = False
+    m.advance(hours=1)  # the heartbeat comes back: the registration is renewed
+    for _ in steps:
+        m.referenced_objects_exist()
+    run.finish()
+    assert m.store.exists(snap.reg.rel), "the cleanup deleted a registration renewed after it was read"
+    m.snapshot_step(i=0, n=3, fault=2)  # check, upload, confirm: the lapsed lease fails the snapshot
+    assert snap.state == "failed" and not m.store.exists(snap.reg.rel)
+    m.referenced_objects_exist()

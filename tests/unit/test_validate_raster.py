@@ -130,8 +130,9 @@ def test_not_a_raster(tmp_path: Path) -> None:
     p = tmp_path / "x.tif"
     p.write_bytes(b"not a tiff")
     info = inspect_raster(p, "x.tif")
-    assert rules(info.findings) == [("parse", "error")] and info.findings[0].message.startswith(
-        "x.tif: cannot open raster"
+    # text named .tif is refused before GDAL sees it (GDAL would otherwise try every driver on it)
+    assert rules(info.findings) == [("format-mismatch", "error")] and info.findings[0].message.startswith(
+        "x.tif: content is text starting 'not a tiff', not the GTiff its extension .tif names"
     )
 
 
@@ -237,5 +238,5 @@ def test_a_tif_holding_a_vrt_is_not_opened_as_one(tmp_path: Path) -> None:
                     f'<SimpleSource><SourceFilename relativeToVRT="0">{secret}</SourceFilename>'
                     f'<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand></VRTDataset>')
     info = inspect_raster(evil, "evil.tif")
-    assert [(f.rule, f.severity) for f in info.findings] == [("parse", "error")]
-    assert "cannot open raster as GTiff" in info.findings[0].message and info.driver is None
+    assert [(f.rule, f.severity) for f in info.findings] == [("format-mismatch", "error")]
+    assert "content is a GDAL VRT" in info.findings[0].message and info.driver is None

@@ -77,7 +77,8 @@ def test_not_a_vector_file(tmp_path: Path) -> None:
     src = tmp_path / "x.gpkg"
     src.write_bytes(b"this is not a geopackage")
     r = validate_vector(src, Policy(), "x.gpkg")
-    assert rules(r) == [("parse", "error")] and r.findings[0].message.startswith("x.gpkg: cannot open: ")
+    assert rules(r) == [("format-mismatch", "error")]
+    assert r.findings[0].message.startswith("x.gpkg: content is text starting 'this is not a geopackage', not the GPKG")
 
 
 def _shapefile_without_crs(tmp_path: Path) -> Path:

@@ -8,6 +8,7 @@ describes it for people.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 
 # The validation policy is part of the contract too (spec.validation, the engine's --policy file and --rule
@@ -38,6 +39,9 @@ INTERNAL_ERROR = "InternalError"
 GC_FAILED_CLOSED = "GCFailedClosed"  # GC could not establish what is used; it stopped deleting
 POINTER_MISMATCH = "PointerMismatch"  # a source's DVC pointers and its bytes disagree (never pushed, corrupted)
 GC_INCOMPLETE = "GCIncomplete"  # GC finished, but some deletes failed (the next run retries them)
+SNAPSHOT_DAMAGED = "SnapshotDamaged"  # `terrasnap verify`: an object of a published snapshot is missing or corrupt
+INTERRUPTED = "Interrupted"  # SIGTERM (a pod stopped, a node drained): cleaned up, running again may help
+UNSAFE_INPUT = "UnsafeInput"  # a name, path, revision or object id from a source or manifest was refused
 
 REASONS: dict[str, int] = {
     VALIDATION_FAILED: EXIT_REJECTED,
@@ -51,6 +55,9 @@ REASONS: dict[str, int] = {
     INTERNAL_ERROR: EXIT_INFRASTRUCTURE,
     GC_FAILED_CLOSED: EXIT_INFRASTRUCTURE,
     GC_INCOMPLETE: EXIT_INFRASTRUCTURE,
+    SNAPSHOT_DAMAGED: EXIT_REJECTED,
+    INTERRUPTED: EXIT_INFRASTRUCTURE,
+    UNSAFE_INPUT: EXIT_REJECTED,
 }
 
 
@@ -142,3 +149,30 @@ def check_subpath(path: str) -> str:
         raise ValueError("must be a relative path without '..'")
     return path.strip("/")
 
+
+
+# -- Kubernetes names (a snapshot's --name and --namespace; they become store folders) ----------------------
+# DNS-1123 subdomain for object names, DNS-1123 label for namespaces — what the API server itself accepts, so
+# `terrasnap/manifests/<namespace>/<name>/` can never leave terrasnap/manifests/.
+DNS1123_LABEL_MAX = 63
+DNS1123_SUBDOMAIN_MAX = 253
+_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_object_name(name: str) -> str:
+    """A DatasetSnapshot name: a DNS-1123 subdomain; raises ValueError saying the rule."""
+    if not isinstance(name, str) or len(name) > DNS1123_SUBDOMAIN_MAX or not _SUBDOMAIN.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid Kubernetes name (a DNS-1123 subdomain: lower-case letters, "
+                         f"digits, '-' and '.', starting and ending with a letter or digit, at most "
+                         f"{DNS1123_SUBDOMAIN_MAX} characters)")
+    return name
+
+
+def check_namespace(name: str) -> str:
+    """A namespace: a DNS-1123 label; raises ValueError saying the rule."""
+    if not isinstance(name, str) or len(name) > DNS1123_LABEL_MAX or not _LABEL.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid Kubernetes namespace (a DNS-1123 label: lower-case letters, "
+                         f"digits and '-', starting and ending with a letter or digit, at most "
+                         f"{DNS1123_LABEL_MAX} characters)")
+    return name

@@ -90,6 +90,15 @@ RULES: tuple[Rule, ...] = (
          False, "the file was not validated at all: a downgrade would publish whatever it holds"),
     Rule("source", "error", "the source tree itself is refused (symlinks that leave it, no files)", "source",
          False, "files outside the source, or none, are never snapshotted"),
+    Rule("format-mismatch", "error",
+         "content that is not the format its extension names (an OGR VRT named .geojson, a GDAL VRT named .tif)",
+         "source", False,
+         "GDAL would open it by content with another driver, and a VRT reads any file the process can: "
+         "the file is never opened, so nothing of it could be validated or normalized"),
+    Rule("external-reference", "error",
+         "a file that makes the reader fetch or open something else (a GeoJSON `crs` link, a path with '!')",
+         "source", False,
+         "following it would read files outside the source or reach the network; the file is not opened"),
     # -- vector layers --------------------------------------------------------------------------
     Rule("not-geoparquet", "warning", "a .parquet without `geo` metadata: a table, kept raw, not normalized",
          "vector", note="the table is kept as a raw file either way"),
@@ -142,6 +151,14 @@ RULES: tuple[Rule, ...] = (
          "raster", note="at warning the raster is kept as it is and left out of the grid and footprint checks"),
     Rule("raster-rotated", "warning", "a rotated or sheared geotransform", "raster"),
     Rule("raster-nodata", "warning", "nodata is not set", "raster"),
+    Rule("raster-truncated", "error",
+         "a GeoTIFF whose tile/strip byte ranges run past the end of the file (an interrupted upload), or "
+         "whose blocks fail to decode under raster-decode", "raster", False,
+         "the missing pixels would be published as if they were data"),
+    Rule("raster-decode", "off",
+         "decode every block of every band (a full read of the pixels; off: headers and TIFF tags only); "
+         "a block that fails is a raster-truncated error", "raster",
+         note="at warning or error every block is decoded; the level of a failed block is raster-truncated's"),
     Rule("raster-cog", "warning", "not a Cloud-Optimized GeoTIFF: not tiled, no overviews, or a non-COG layout",
          "raster"),
     Rule("raster-grid", "error",

@@ -65,3 +65,22 @@ class PointerMismatch(TerrasnapError):
     """A source's DVC pointers and its bytes disagree: data never pushed, or a corrupted remote object."""
 
     reason = contract.POINTER_MISMATCH
+
+
+class SnapshotDamaged(TerrasnapError):
+    """A published snapshot references an object that is missing from the store or whose bytes do not
+    match its md5 (`terrasnap verify`)."""
+
+    reason = contract.SNAPSHOT_DAMAGED
+
+
+class Interrupted(TerrasnapError):
+    """The process was asked to stop (SIGTERM); what it registered in the store has been released."""
+
+    reason = contract.INTERRUPTED
+
+
+class UnsafeInput(TerrasnapError):
+    """A name, path, revision or object id from a source or a manifest that could escape where it belongs."""
+
+    reason = contract.UNSAFE_INPUT

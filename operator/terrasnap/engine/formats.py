@@ -57,3 +57,55 @@ def declared_multi(declared: str | None) -> int | None:
     """The multi type id of a layer declared Multi* (e.g. "MultiPolygon Z"), else None."""
     base = (declared or "").replace(" Z", "").replace(" M", "").replace("25D", "").strip()
     return MULTI_NAMES.get(base)
+
+
+# --- content: what a file's first bytes say it is -----------------------------------------------------
+# GDAL would open a file by its content with any driver; terrasnap opens it only as the format its
+# extension names, and a file whose first bytes are not that format is refused (rule format-mismatch).
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF, both byte orders
+_MAGIC: dict[str, tuple[bytes, ...]] = {
+    "GPKG": (b"SQLite format 3\x00",),
+    "ESRI Shapefile": (b"\x00\x00\x27\x0a",),  # file code 9994, big-endian
+    "FlatGeobuf": (b"fgb\x03",),
+    "GeoParquet": (b"PAR1",),
+    "GTiff": _TIFF_MAGIC,
+}
+SNIFF_BYTES = 512
+
+
+def _is_json_object(head: bytes) -> bool:
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    return text[:1] == b"{"
+
+
+def content_matches(head: bytes, fmt_name: str) -> bool:
+    """Do a file's first bytes (at least SNIFF_BYTES, or the whole file) look like `fmt_name`?"""
+    if fmt_name == "GeoJSON":
+        return _is_json_object(head)
+    return head.startswith(_MAGIC.get(fmt_name, (b"",)))
+
+
+def describe_content(head: bytes) -> str:
+    """What a file's first bytes look like, for a format-mismatch message."""
+    text = head.removeprefix(b"\xef\xbb\xbf").lstrip(b" \t\r\n")
+    low = text[:SNIFF_BYTES].lower()
+    if b"<ogrvrtdatasource" in low:
+        return "an OGR VRT (XML that makes GDAL read other files)"
+    if b"<vrtdataset" in low:
+        return "a GDAL VRT (XML that makes GDAL read other files)"
+    if text.startswith(b"<"):
+        return "XML"
+    for name, magics in _MAGIC.items():
+        if head.startswith(magics):
+            return {"GPKG": "an SQLite database", "GTiff": "a TIFF"}.get(name, f"a {name} file")
+    if head.startswith(b"PK\x03\x04"):
+        return "a ZIP archive"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file"
+    if text[:1] in (b"{", b"["):
+        return "JSON"
+    try:
+        first = text[:60].decode("utf-8").splitlines()[0] if text else ""
+    except UnicodeDecodeError:
+        return "binary data"
+    return f"text starting {first!r}" if first else "blank text"

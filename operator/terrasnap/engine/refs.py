@@ -83,7 +83,7 @@ class RegistrationDoc:
         return now < self.expires + skew
 
 
-def _parse_registration(rel: str, data: bytes) -> RegistrationDoc:
+def parse_registration(rel: str, data: bytes) -> RegistrationDoc:
     try:
         doc = json.loads(data)
         objects = doc["objects"]
@@ -116,7 +116,7 @@ def read_registrations(store: Store) -> list[RegistrationDoc]:
             data = store.read_bytes(rel)
         except FileNotFoundError:
             continue  # released between listing and reading: no longer a root
-        docs.append(_parse_registration(rel, data))
+        docs.append(parse_registration(rel, data))
     return docs
 
 

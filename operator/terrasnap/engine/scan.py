@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from terrasnap.engine.errors import SourceUnavailable, ValidationFailed
+from terrasnap.engine import paths
+from terrasnap.engine.errors import SourceUnavailable, UnsafeInput, ValidationFailed
 from terrasnap.engine.formats import raster_format, vector_format
 
 IGNORED_DIRS = {".git", ".dvc"}
@@ -45,9 +46,19 @@ def scan(root: Path) -> list[Entry]:
     real_root = root.resolve()
     entries: list[Entry] = []
     escapes: list[str] = []
+    unsafe: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if d not in IGNORED_DIRS)
         here = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            # A name that is not UTF-8 (or holds a control character) cannot be a manifest path or store key.
+            rel = (here / name).relative_to(root).as_posix()
+            why = paths.problem(rel)
+            if why:
+                unsafe.append(f"{paths.quoted(rel)} {why}")
+        if unsafe:
+            dirnames[:] = [d for d in dirnames if not paths.problem(d)]
+            filenames = [f for f in filenames if not paths.problem(f)]
         for name in list(dirnames):
             p = here / name
             if p.is_symlink():
@@ -73,6 +84,9 @@ def scan(root: Path) -> list[Entry]:
             if kind == "vector" and rel.lower().endswith(".json") and not _looks_like_geojson(p):
                 kind = "other"
             entries.append(Entry(rel=rel, kind=kind, size=p.stat().st_size))
+    if unsafe:
+        raise UnsafeInput("file names refused (nothing pushed): " + "; ".join(sorted(unsafe)[:10])
+                          + (f" (and {len(unsafe) - 10} more)" if len(unsafe) > 10 else ""))
     if escapes:
         raise ValidationFailed(
             "symlinks leave the source (refused, nothing pushed): " + "; ".join(sorted(escapes)[:10])

@@ -27,7 +27,7 @@ import yaml
 from terrasnap import __version__
 from terrasnap.api.contract import Summary
 from terrasnap.engine import dvc, refs
-from terrasnap.engine.errors import DVCError, UsageError, ValidationFailed, VerifyFailed
+from terrasnap.engine.errors import DVCError, UsageError, ValidationFailed
 from terrasnap.engine.hashing import HashCache, hash_many
 from terrasnap.engine.manifest import (
     FileRow,
@@ -41,12 +41,15 @@ from terrasnap.engine.source import Materialized, materialize, parse_source
 from terrasnap.engine.stage import STAGE_NAME, load_report, rejection_message, stage_command
 from terrasnap.engine.store import Store
 from terrasnap.engine.validate.policy import Policy
+from terrasnap.engine.verify import repair_stored_listings, verify_pushed
 
 Progress = Callable[[str], None]
 
 
 def stderr_progress(msg: str) -> None:
-    print(f"terrasnap: {msg}", file=sys.stderr, flush=True)
+    from terrasnap.engine.redact import redact  # the progress log is an output too: no userinfo or token
+
+    print(f"terrasnap: {redact(msg)}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class Stats:
     hash_cache_hits: int = 0
     objects_fetched: int = 0  # from the source's own DVC remotes
     objects_pushed: int = 0  # uploaded to the store (objects it already had are not)
+    objects_repaired: list[str] = field(default_factory=list)  # stored corrupt, re-uploaded (engine/verify.py)
 
 
 def default_name(source: str) -> str:
@@ -116,46 +120,40 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-def _verify(store: Store, expected: dict[str, int | None]) -> None:
-    """Every object exists with the size DVC recorded — DVC's own push does not check (dvc #10498, #11011)."""
-    missing: list[str] = []
-    wrong: list[str] = []
-    for md5, size in sorted(expected.items()):
-        actual = store.size(Store.object_rel(md5))
-        if actual is None:
-            missing.append(md5)
-        elif size is not None and actual != size:
-            wrong.append(f"{md5} ({actual} bytes, expected {size})")
-    if missing or wrong:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} object(s) missing: {', '.join(missing[:5])}")
-        if wrong:
-            parts.append(f"{len(wrong)} with the wrong size: {', '.join(wrong[:5])}")
-        raise VerifyFailed(f"store {store.url}: after push, " + "; ".join(parts))
-
-
-def _object_sizes(cache: Path, objects: list[str], source_cache: Path | None = None) -> dict[str, int | None]:
+def _object_sizes(cache: Path, objects: list[str]) -> dict[str, int | None]:
     sizes: dict[str, int | None] = {}
     for md5 in objects:
         cached = dvc.cache_object(cache, md5)
-        if not cached.exists() and source_cache is not None:
-            cached = dvc.cache_object(source_cache, md5)
         sizes[md5] = cached.stat().st_size if cached.exists() else None
     return sizes
 
 
-def _trusted_extras(source_cache: Path, extra: list[str], own: set[str]) -> list[str]:
-    """The source's `.dir` listings from a cache another container wrote: pushed only if their bytes have
-    their md5 and they list nothing but objects this step hashed itself (a listing is all a pull of the
-    repository's pointers needs beyond our own objects); any other object is left out."""
+def _trusted_extras(source_cache: Path, cache: Path, extra: list[str], own: set[str]) -> list[str]:
+    """The source's `.dir` listings from a cache another container wrote, copied into this step's own cache
+    first and kept only if the copy has its md5 and lists nothing but objects this step hashed itself (a
+    listing is all a pull of the repository's pointers needs beyond our own objects); any other object is
+    left out. Push, verify and repair then read only `cache`, never the shared one."""
     from terrasnap.engine.dvcsource import read_listing
+    from terrasnap.engine.errors import PointerMismatch
 
     kept = []
     for md5 in extra:
-        if (md5.endswith(".dir") and dvc.cache_object(source_cache, md5).is_file()
-                and set(read_listing(source_cache, md5, md5).values()) <= own):
+        src, dst = dvc.cache_object(source_cache, md5), dvc.cache_object(cache, md5)
+        if not md5.endswith(".dir") or src.is_symlink() or not src.is_file():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.write_bytes(src.read_bytes())
+        os.replace(tmp, dst)
+        try:
+            listed = set(read_listing(cache, md5, md5).values())
+        except PointerMismatch:
+            dst.unlink()
+            raise
+        if listed <= own:
             kept.append(md5)
+        else:
+            dst.unlink()
     return kept
 
 
@@ -227,10 +225,16 @@ def _carry_out(plan: SnapshotPlan, stats: Stats, t0: float, progress: Progress) 
     owner = f"{req.namespace}/{plan.name}"
     with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
         progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
+        repair_stored_listings(store, plan.objects, plan.cache, stats.objects_repaired)
         stats.objects_pushed += _push(plan)
-        progress("verifying every object in the store")
-        # A failed verify (an object GC removed mid-push, a lost upload) pushes once more, then re-checks.
-        reg.confirm(lambda: _verify(store, plan.sizes), repair=lambda: void(_push(plan)))
+        progress("verifying every object in the store (md5)")
+        # By content: a corrupt object is overwritten from the local cache (verify.verify_pushed); a
+        # missing one (GC removed it mid-push, a lost upload) is pushed once more, then re-checked.
+        reg.confirm(lambda: verify_pushed(store, plan.sizes, plan.cache, stats.objects_repaired),
+                    repair=lambda: void(_push(plan)))
+        if stats.objects_repaired:
+            progress(f"repaired {len(stats.objects_repaired)} corrupt object(s) in the store: "
+                     f"{', '.join(stats.objects_repaired)}")
         if store.exists(f"{plan.folder}/manifest.parquet"):
             progress(f"snapshot {plan.sid} is already published; nothing to write")
         else:
@@ -245,6 +249,7 @@ def _carry_out(plan: SnapshotPlan, stats: Stats, t0: float, progress: Progress) 
         "summary": plan.summary.to_dict(),
         "stats": {"bytesHashed": stats.bytes_hashed, "hashCacheHits": stats.hash_cache_hits,
                   "objectsFetched": stats.objects_fetched, "objectsPushed": stats.objects_pushed,
+                  "objectsRepaired": sorted(stats.objects_repaired),
                   "stages": plan.stages},
     }
 
@@ -334,14 +339,14 @@ def _plan(req: SnapshotRequest, store: Store, mat: Materialized, private: Path, 
     extra = sorted(set(mat.dvc.objects) - set(own)) if mat.dvc else []
     source_cache = dvc.cache_dir(workdir)
     if source_cache != cache:
-        extra = _trusted_extras(source_cache, extra, set(own))
+        extra = _trusted_extras(source_cache, cache, extra, set(own))
     objects = sorted(set(own) | set(extra))
     sid = snapshot_id(rows, req.policy.to_dict(), mat.dvc.identity if mat.dvc else {})
     return SnapshotPlan(
         req=req, name=name, store=store, mat=mat, project=project, cache=cache, source_cache=source_cache,
         rows=rows, report=report,
         sid=sid, folder=Store.manifest_rel(req.namespace, name, sid.split(":", 1)[1]), objects=objects,
-        extra_objects=extra, sizes=_object_sizes(cache, objects, source_cache),
+        extra_objects=extra, sizes=_object_sizes(cache, objects),
         side_files=dict(mat.dvc.side_files) if mat.dvc else {}, summary=_summary(rows, report))
 
 
@@ -356,7 +361,7 @@ def _push(plan: SnapshotPlan) -> int:
     for md5 in plan.extra_objects:
         rel = Store.object_rel(md5)
         if not plan.store.exists(rel):
-            plan.store.put_file(str(dvc.cache_object(plan.source_cache, md5)), rel)
+            plan.store.put_file(str(dvc.cache_object(plan.cache, md5)), rel)
             pushed += 1
     return pushed
 

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlparse
 
 from terrasnap.api import contract
-from terrasnap.engine.errors import GitError, SourceUnavailable, UsageError
+from terrasnap.engine import paths
+from terrasnap.engine.errors import GitError, SourceUnavailable, UnsafeInput, UsageError
+from terrasnap.engine.redact import redact, remember_url, strip_userinfo
 
 if TYPE_CHECKING:
     from terrasnap.engine.dvcsource import DvcSource, Fetched
@@ -37,7 +39,8 @@ class SourceSpec:
     subdirectory: str = ""
 
     def describe(self) -> dict[str, object]:
-        return {"kind": self.kind, "uri": self.raw if self.kind != "local" else os.path.abspath(self.path)}
+        return {"kind": self.kind,
+                "uri": strip_userinfo(self.raw) if self.kind != "local" else os.path.abspath(self.path)}
 
 
 @dataclass
@@ -62,16 +65,24 @@ def parse_source(text: str) -> SourceSpec:
         at = rest.rfind("@")
         if at > rest.rfind("/"):
             url, rev = rest[:at], rest[at + 1 :] or None
+        remember_url(url)  # a password in the URL is a secret from here on: masked in every message
+        shown = strip_userinfo(text)  # what messages, logs and metadata.json record
         try:
             contract.check_git_url(url)
         except ValueError as exc:
-            raise UsageError(f"source {text!r}: git URL {exc}") from None
+            raise UsageError(f"source {shown!r}: git URL {exc}") from None
         try:
             sub = contract.check_subpath(sub)
+            sub = "/".join(p for p in sub.split("/") if p not in ("", "."))  # ./data and data//x mean data
+            if sub:
+                paths.check_relpath(sub, "is")
         except ValueError as exc:
-            raise UsageError(f"source {text!r}: subdirectory {exc}") from None
-        return SourceSpec("git", text, url, rev, sub)
+            raise UsageError(f"source {shown!r}: subdirectory {exc}") from None
+        check_revision(rev, shown)
+        return SourceSpec("git", shown, url, rev, sub)
     scheme = urlparse(text).scheme
+    if "@" in text and "://" in text:
+        remember_url(text)
     if scheme in (*contract.BUCKET_SCHEMES, "s3"):
         try:
             contract.check_bucket_url(text)
@@ -84,54 +95,130 @@ def parse_source(text: str) -> SourceSpec:
     return SourceSpec("local", text, path)
 
 
-def _redact(text: str) -> str:
-    token = os.environ.get("TERRASNAP_GIT_TOKEN")
-    return text.replace(token, "***") if token else text
+# Transports git may use, for the source and anything it points at (submodules, redirects, alternates):
+# never ext:: (runs a command), fd::, ssh or anything else a hostile URL could name.
+GIT_ALLOW_PROTOCOL = "https:http:file"
+_GIT_HARDENING = ("-c", "protocol.ext.allow=never", "-c", "protocol.fd.allow=never",
+                  "-c", "core.hooksPath=/dev/null", "-c", "submodule.recurse=false")
+LFS_POINTER = b"version https://git-lfs.github.com/spec/"
+_LFS_POINTER_MAX = 1024  # git-lfs pointers are ~130 bytes; only blobs this small are opened
 
 
-def _git(args: list[str], cwd: Path | None = None) -> str:
-    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true")
+def check_revision(rev: str | None, text: str) -> str | None:
+    """A revision is a name, never an option (`--upload-pack=...`) or a refspec; raises UsageError."""
+    if rev is None:
+        return None
+    if rev.startswith("-"):
+        raise UsageError(f"source {redact(text)!r}: revision {rev!r} starts with '-' (a revision can never be a "
+                         "git option)")
+    if any(c in rev for c in ": \\") or any(ord(c) < 32 or ord(c) == 127 for c in rev):
+        raise UsageError(f"source {redact(text)!r}: revision {rev!r} is not a branch, tag or commit name")
+    return rev
+
+
+def _git_env() -> dict[str, str]:
+    # GIT_ALLOW_PROTOCOL overrides any protocol.allow of the user's or system's config (a CI runner's
+    # system config may still hold its proxy or CA settings, so it is not dropped).
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0", GIT_ASKPASS="true", GIT_ALLOW_PROTOCOL=GIT_ALLOW_PROTOCOL,
+               GIT_PROTOCOL_FROM_USER="0")
     token = env.get("TERRASNAP_GIT_TOKEN")
     if token:
         # Passed as config through the environment: never on a command line, in a URL or in .git/config.
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
         env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.extraHeader",
                    GIT_CONFIG_VALUE_0=f"Authorization: Basic {basic}")
-    proc = subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    return env
+
+
+def _git_bytes(args: list[str], cwd: Path | None = None) -> bytes:
+    proc = subprocess.run(["git", *_GIT_HARDENING, *args], cwd=cwd, env=_git_env(), capture_output=True)
     if proc.returncode != 0:
-        msg = (proc.stderr or proc.stdout).strip().splitlines()
-        raise GitError(_redact(f"git {args[0]} failed: {' '.join(msg[-3:])}"))
-    return proc.stdout.strip()
+        msg = (proc.stderr or proc.stdout).decode(errors="replace").strip().splitlines()
+        raise GitError(redact(f"git {args[0]} failed: {' '.join(msg[-3:])}"))
+    return proc.stdout
+
+
+def _git(args: list[str], cwd: Path | None = None) -> str:
+    return _git_bytes(args, cwd).decode(errors="surrogateescape").strip()
+
+
+def _check_tree(dest: Path, sub: str, raw: str, commit: str) -> None:
+    """Every name in the checked-out tree is safe, and nothing would be silently missing: a submodule
+    (gitlink) or a git-lfs pointer is refused, naming its path — terrasnap fetches neither, and snapshotting
+    a pointer file instead of the data it stands for would publish the wrong bytes."""
+    listing = _git_bytes(["ls-tree", "-r", "-l", "-z", "--full-tree", "HEAD"], cwd=dest)
+    bad: list[str] = []
+    for item in listing.split(b"\0"):
+        if not item:
+            continue
+        meta, _, raw_name = item.partition(b"\t")
+        name = os.fsdecode(raw_name)
+        if sub and not (name == sub or name.startswith(sub + "/")):
+            continue
+        mode, kind, _obj, size = meta.split()[:4]
+        why = paths.problem(name)
+        if why:
+            bad.append(f"{paths.quoted(name)} {why}")
+        elif kind == b"commit":
+            bad.append(f"{name!r} is a git submodule (not fetched: its files would be missing)")
+        elif kind == b"blob" and mode != b"120000" and size.isdigit() and int(size) <= _LFS_POINTER_MAX:
+            try:
+                with open(dest / name, "rb") as fh:
+                    head = fh.read(len(LFS_POINTER))
+            except OSError:
+                continue  # not in the working tree: nothing of it can be snapshotted either
+            if head == LFS_POINTER:
+                bad.append(f"{name!r} is a git-lfs pointer (LFS objects are not fetched: the data would be "
+                           "missing)")
+    if bad:
+        raise UnsafeInput(f"source {raw} at {commit[:12]}: refused, nothing pushed: " + "; ".join(sorted(bad)[:10])
+                          + (f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""))
 
 
 def _materialize_git(spec: SourceSpec, dest: Path) -> Materialized:
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    _git(["init", "-q", str(dest)])
-    _git(["remote", "add", "origin", spec.path], cwd=dest)
-    rev = spec.revision or "HEAD"
+    _git(["init", "-q", "--", str(dest)])
+    _git(["remote", "add", "--", "origin", spec.path], cwd=dest)
+    rev = check_revision(spec.revision, spec.raw) or "HEAD"
     try:
-        _git(["fetch", "-q", "--depth", "1", "origin", rev], cwd=dest)
+        _git(["fetch", "-q", "--no-recurse-submodules", "--depth", "1", "--end-of-options", "origin", rev], cwd=dest)
     except GitError:
         # Servers without uploadpack.allowReachableSHA1InWant refuse a bare commit by depth; fetch all.
         try:
-            _git(["fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"], cwd=dest)
+            _git(["fetch", "-q", "--no-recurse-submodules", "--end-of-options", "origin",
+                  "+refs/heads/*:refs/remotes/origin/*", "+refs/tags/*:refs/tags/*"], cwd=dest)
         except GitError as exc:
-            raise GitError(f"source {_redact(spec.raw)}: cannot fetch: {exc.message}") from exc
-        try:
-            commit = _git(["rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=dest)
-        except GitError:
-            commit = ""
+            raise GitError(f"source {spec.raw}: cannot fetch: {exc.message}") from exc
+        commit = ""
+        # A tag or commit resolves as given; a branch was fetched as refs/remotes/origin/<branch>.
+        for name in (rev, f"refs/remotes/origin/{rev}"):
+            try:
+                commit = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", f"{name}^{{commit}}"],
+                              cwd=dest)
+                break
+            except GitError:
+                continue
         if not commit:
-            raise GitError(f"source {_redact(spec.raw)}: revision {rev!r} does not exist") from None
-        _git(["checkout", "-q", commit], cwd=dest)
+            raise GitError(f"source {spec.raw}: revision {rev!r} does not exist") from None
+        _git(["checkout", "-q", "--no-recurse-submodules", commit, "--"], cwd=dest)
     else:
-        _git(["checkout", "-q", "FETCH_HEAD"], cwd=dest)
+        _git(["checkout", "-q", "--no-recurse-submodules", "FETCH_HEAD", "--"], cwd=dest)
         commit = _git(["rev-parse", "HEAD"], cwd=dest)
     root = dest / spec.subdirectory if spec.subdirectory else dest
+    if spec.subdirectory:
+        # Resolve first, then check: a subdirectory that is (or passes through) a symlink out of the checkout
+        # would snapshot whatever it points at.
+        real = root.resolve()
+        if not real.is_relative_to(dest.resolve()):
+            raise UnsafeInput(f"source {spec.raw}: subdirectory {spec.subdirectory!r} leads outside the checkout "
+                              f"at {commit[:12]} (a symlink; refused, nothing read)")
     if not root.is_dir():
-        raise SourceUnavailable(f"source {_redact(spec.raw)}: subdirectory {spec.subdirectory!r} not found at {commit[:12]}")
+        raise SourceUnavailable(f"source {spec.raw}: subdirectory {spec.subdirectory!r} not found at {commit[:12]}")
+    # The tree is checked where the subdirectory really is (it may be a symlink to another folder inside).
+    real_sub = root.resolve().relative_to(dest.resolve()).as_posix()
+    _check_tree(dest, "" if real_sub == "." else real_sub, spec.raw, commit)
     return Materialized(root=root, spec=spec, commit=commit, meta={"revision": rev})
 
 
@@ -144,10 +231,19 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
         src.check_reachable()
         files = list(src.list_prefix(""))
     except Exception as exc:
-        raise SourceUnavailable(f"source {spec.raw}: {getattr(exc, 'message', exc)}") from exc
+        raise SourceUnavailable(redact(f"source {spec.raw}: {getattr(exc, 'message', exc)}")) from exc
     if not files:
         raise SourceUnavailable(f"source {spec.raw}: no objects under this prefix")
     dest.mkdir(parents=True, exist_ok=True)
+    bad = []
+    for rel, _info in files:
+        try:
+            paths.join_inside(dest, rel, "object")
+        except ValueError as exc:
+            bad.append(str(exc))
+    if bad:
+        # Checked before anything is written: `p/../../x` or `a//b` would land outside (or beside) the folder.
+        raise UnsafeInput(f"source {spec.raw}: object names refused (nothing fetched): " + "; ".join(bad[:10]))
     for rel, info in files:
         local = dest / rel
         if local.exists() and local.stat().st_size == int(info.get("size") or -1):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -225,9 +225,9 @@ class Store:
         """(relative path, info) of every file under a prefix; raises StoreUnreachable on listing errors."""
         base = self.abs(rel_prefix)
         try:
-            if not self.fs.exists(base):
+            if self.scheme != "file" and not self.fs.exists(base):
                 return
-            found = self.fs.find(base, detail=True)
+            found = self._find(base)
         except Exception as exc:
             raise self._wrap(f"listing {rel_prefix}", exc) from exc
         for path, info in sorted(found.items()):
@@ -236,6 +236,46 @@ class Store:
                 continue
             yield rel, info
 
+    def _find(self, base: str) -> dict[str, dict[str, Any]]:
+        """Every file under `base`. On file://, fsspec's walk silently omits a folder it cannot read (and
+        drops `on_error` when it recurses), so a GC would see nothing there and call that "nothing is
+        registered": the local walk raises instead."""
+        if self.scheme == "file":
+            return find_local_strict(base)
+        return dict(self.fs.find(base, detail=True))
+
+    # -- content checksums (verify after push, `terrasnap verify`) ------------------------------------
+    def stored_md5(self, rel: str) -> tuple[int, str | None] | None:
+        """(size, md5 hex the store itself computed) of an object, md5 None when the backend keeps none
+        (file://, a composite GCS object); None when the object does not exist. Costs one metadata call,
+        the same as `size()`, and reads no content."""
+        try:
+            info = self.fs.info(self.abs(rel))
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._wrap(f"stat {rel}", exc) from exc
+        if info.get("type") == "directory":
+            return None
+        return int(info.get("size") or 0), STORE_CHECKSUMS.get(self.scheme, _no_checksum)(info)
+
+    def read_digests(self, rel: str) -> tuple[int, str, str] | None:
+        """(size, md5 hex, sha256 hex) of an object's bytes as read back; None when it does not exist."""
+        import hashlib
+
+        md5, sha, size = hashlib.md5(), hashlib.sha256(), 0
+        try:
+            with self.fs.open(self.abs(rel), "rb", block_size=1 << 22) as fh:
+                while chunk := fh.read(1 << 22):
+                    md5.update(chunk)
+                    sha.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:
+            raise self._wrap(f"reading {rel}", exc) from exc
+        return size, md5.hexdigest(), sha.hexdigest()
+
     def list_objects(self) -> Iterator[ObjectInfo]:
         """Every DVC object in the store (files/md5/xx/yyyy[.dir])."""
         for rel, info in self.list_prefix("files/md5"):
@@ -243,6 +283,69 @@ class Store:
             if len(parts) != 4 or len(parts[2]) != 2:
                 continue
             yield ObjectInfo(md5=parts[2] + parts[3], size=int(info.get("size") or 0), mtime=_mtime(info))
+
+
+def _no_checksum(_info: dict[str, Any]) -> str | None:
+    return None
+
+
+def _gcs_md5(info: dict[str, Any]) -> str | None:
+    """GCS keeps the MD5 of every non-composite object it received (base64 in `md5Hash`)."""
+    import base64
+    import binascii
+
+    value = info.get("md5Hash")
+    if not value:
+        return None
+    try:
+        raw = base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw.hex() if len(raw) == 16 else None
+
+
+# The md5 a store computed itself, from an fsspec `info()` dict, per scheme. A scheme missing here is
+# verified by reading the object back. To add later: s3 (the ETag of a single-part, non-KMS upload is the
+# md5; a multipart ETag has a "-N" suffix and is not) and az (`content_settings.content_md5`, set only when
+# the uploader sent one).
+STORE_CHECKSUMS: dict[str, Callable[[dict[str, Any]], str | None]] = {"gs": _gcs_md5}
+
+
+def find_local_strict(base: str) -> dict[str, dict[str, Any]]:
+    """fsspec-style {path: info} of every file under a local folder; raises OSError on anything it cannot
+    read (an unreadable folder, a dangling symlink, a symlink loop) instead of leaving it out."""
+    if not os.path.lexists(base):
+        return {}
+    if not os.path.isdir(base):
+        os.stat(base)  # a dangling symlink raises here; a plain file is itself the listing
+        return {base: _local_info(base)}
+
+    def fail(exc: OSError) -> None:
+        raise exc
+
+    out: dict[str, dict[str, Any]] = {}
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(base, onerror=fail, followlinks=True):
+        st = os.stat(dirpath)
+        if (st.st_dev, st.st_ino) in seen:
+            raise OSError(f"symlink loop at {dirpath}")
+        seen.add((st.st_dev, st.st_ino))
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                out[path] = _local_info(path)  # os.walk files a dangling symlink as a file: stat raises
+            except FileNotFoundError:
+                if os.path.lexists(path):
+                    raise
+                # deleted since the folder was read (a released registration, a finished atomic write)
+        for name in dirnames:
+            os.stat(os.path.join(dirpath, name))
+    return out
+
+
+def _local_info(path: str) -> dict[str, Any]:
+    st = os.stat(path)
+    return {"name": path, "size": st.st_size, "type": "file", "mtime": st.st_mtime}
 
 
 def _probe_tcp(endpoint: str, timeout: float = 5.0) -> None:

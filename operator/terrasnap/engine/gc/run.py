@@ -292,7 +292,7 @@ class GCRun:
         return self.report
 
     def _cleanup(self, now: float) -> None:
-        expired = [r.rel for r in self.registrations if now > r.expires + 2 * self.skew]
+        expired = self._still_expired([r for r in self.registrations if now > r.expires + 2 * self.skew])
         stale = [
             refs.marker_rel(m.gc)
             for m in refs.read_markers(self.store).values()
@@ -300,6 +300,25 @@ class GCRun:
         ]
         for rel, err in self.store.delete_many(expired + stale):
             self.report.errors.append(f"cleanup {rel}: {err}")
+
+    def _still_expired(self, regs: list[refs.RegistrationDoc]) -> list[str]:
+        """Of the registrations that had expired when this run read them, those still expired now: each is
+        re-read right before it is deleted, since its snapshot may have renewed it meanwhile (a stalled
+        heartbeat that came back, a `published` lease written after a slow confirm)."""
+        out: list[str] = []
+        for reg in regs:
+            try:
+                data = self.store.read_bytes(reg.rel)
+            except FileNotFoundError:
+                continue  # released by its snapshot
+            try:
+                fresh = refs.parse_registration(reg.rel, data)
+            except refs.ProtocolError as exc:
+                self.report.errors.append(f"cleanup {reg.rel}: kept, {exc}")
+                continue
+            if self.clock() > fresh.expires + 2 * self.skew:
+                out.append(reg.rel)
+        return out
 
     def close(self) -> None:
         """Remove our marker (also after a failure: a marker left behind only delays snapshots)."""

@@ -13,11 +13,16 @@ feature's own dimension is left; under skip they become `skipped` warnings and t
 verdict (e.g. "assuming EPSG:32633", a harmless legacy GeoJSON `crs` member) are hints: at most warnings.
 """
 
-from terrasnap.engine.validate.findings import Finding
-from terrasnap.engine.validate.policy import Policy
-from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, inspect_raster, is_raster_path
-from terrasnap.engine.validate.report import Report, validate_paths
-from terrasnap.engine.validate.vector import (
+# first: GDAL is locked down (one driver per extension, no network, no side-cars) before any file is opened
+from terrasnap.engine import gdal_env
+
+gdal_env.lock_down()
+
+from terrasnap.engine.validate.findings import Finding  # noqa: E402
+from terrasnap.engine.validate.policy import Policy  # noqa: E402
+from terrasnap.engine.validate.raster import RasterInfo, check_raster_set, inspect_raster, is_raster_path  # noqa: E402
+from terrasnap.engine.validate.report import Report, validate_paths  # noqa: E402
+from terrasnap.engine.validate.vector import (  # noqa: E402
     LayerResult,
     VectorResult,
     check_vector_set,

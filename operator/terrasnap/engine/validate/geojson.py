@@ -54,7 +54,7 @@ def features_start(path: str, head_bytes: int = 1 << 20) -> int | None:
             i = _KEY_RE.match(head, i).end()  # type: ignore[union-attr]
             if head[i:i + 1] == ",":
                 i += 1
-    except (ValueError, IndexError):
+    except (ValueError, IndexError, RecursionError):
         return None
 
 
@@ -67,6 +67,8 @@ def _decode_at(buf: bytes | bytearray, i: int, final: bool) -> tuple[Any, int] |
         try:
             obj, end = _DECODER.raw_decode(text)
             return obj, i + end
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
         except ValueError:
             if i + window >= len(buf):
                 if final:

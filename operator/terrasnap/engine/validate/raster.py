@@ -1,6 +1,8 @@
-"""Raster checks from headers only (rasterio; pixels are never read), per file and across the set.
+"""Raster checks from headers and TIFF tags (rasterio; pixels are read only under the raster-decode
+rule), per file and across the set.
 
-Per file: CRS, a real geotransform, nodata, COG layout. Across files: one CRS, one pixel size, origins
+Per file: content that is a TIFF (format-mismatch), CRS, a real geotransform, nodata, COG layout,
+image data inside the file (raster-truncated, tiff.py). Across files: one CRS, one pixel size, origins
 a whole number of pixels apart (so tiles/chips line up), consistent dtype and band count, and vector
 labels inside the union of the imagery footprints.
 """
@@ -21,9 +23,11 @@ from pyproj import CRS, Transformer
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from terrasnap.engine.formats import raster_format
+from terrasnap.engine.validate.content import Refused, safe_open_path
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.validate.rules import crs_is_same, fmt
+from terrasnap.engine.validate.tiff import truncation_problems
 from terrasnap.engine.validate.vector import crs_fields
 
 GRID_TOLERANCE_PX = 1e-6
@@ -98,6 +102,12 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
     # only the driver the extension names: GDAL opens by content, and a .tif holding a VRT could read any file
     driver = raster_format(path) or "GTiff"
     try:
+        path = safe_open_path(path, driver)
+    except Refused as exc:
+        col.add(exc.rule, exc.what)
+        info.findings = col.finish()
+        return info
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path, driver=driver) as src:
@@ -117,6 +127,7 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
         col.add("parse", f"cannot open raster as {driver} (the format its extension names): {exc}")
         info.findings = col.finish()
         return info
+    _check_data(path, policy, col)
 
     if crs is None:
         assumed = policy.assumed_crs
@@ -156,6 +167,32 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
         col.add("raster-cog", f"not a Cloud-Optimized GeoTIFF: {', '.join(problems)}")
     info.findings = col.finish()
     return info
+
+
+def _check_data(path: str, policy: Policy, col: Collector) -> None:
+    """raster-truncated from the TIFF tags (always: a few small reads), and under raster-decode every
+    block decoded (a full read of the pixels, asked for by the policy)."""
+    for what in truncation_problems(path):
+        col.add("raster-truncated", what)
+    if policy.severity("raster-decode") is not None:
+        for what in decode_failures(path):
+            col.add("raster-truncated", what)
+
+
+def decode_failures(path: str, limit: int = 10) -> list[str]:
+    """The first `limit` blocks (band, row, column) that fail to decode, with GDAL's message."""
+    out: list[str] = []
+    with rasterio.open(path, driver="GTiff") as src:
+        for bidx in src.indexes:
+            for (row, colno), window in src.block_windows(bidx):
+                try:
+                    src.read(bidx, window=window)
+                except RasterioIOError as exc:  # rasterio chains GDAL's own message as the cause
+                    out.append(f"band {bidx} block (row {row}, column {colno}) does not decode: "
+                               f"{exc.__cause__ or exc}")
+                    if len(out) >= limit:
+                        return out
+    return out
 
 
 def _tiff_layout_problems(src: Any) -> list[str]:

@@ -31,6 +31,7 @@ from pyproj import CRS
 
 from terrasnap.engine.formats import declared_multi, vector_format
 from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
+from terrasnap.engine.validate.content import Refused, safe_open_path
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.geojson import feature_runs, features_start
 from terrasnap.engine.validate.policy import Policy
@@ -364,16 +365,27 @@ def geojson_crs_member(path: str) -> tuple[bool, Any]:
             i = ws.match(head, i).end()  # type: ignore[union-attr]
             if head[i:i + 1] == ",":
                 i += 1
-    except (ValueError, IndexError):
-        pass  # truncated head or not JSON: GDAL reports parse errors; look at the tail
+    except (ValueError, IndexError, RecursionError):
+        pass  # truncated head, not JSON, or nested too deep: GDAL reports parse errors; look at the tail
     for m in re.finditer(r'"crs"\s*:\s*(?=\{)', tail):
         try:
             value, _ = dec.raw_decode(tail, m.end())
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(value, dict) and "type" in value and "properties" in value:
             return True, value
     return False, None
+
+
+def _crs_link(member: tuple[bool, Any]) -> str | None:
+    """The URL of a legacy `crs` member of type link/url (GDAL's reader fetches it), else None."""
+    present, value = member
+    if not present or not isinstance(value, dict) or str(value.get("type", "")).lower() not in ("link", "url"):
+        return None
+    props = value.get("properties")
+    if not isinstance(props, dict):
+        props = {}
+    return str(props.get("href") or props.get("url") or "")[:200]
 
 
 def _crs_member_name(value: Any) -> str:
@@ -417,6 +429,8 @@ def _json_error(path: str) -> str | None:
         return f"malformed JSON: {exc}"
     except (UnicodeDecodeError, ValueError) as exc:
         return f"malformed JSON: {exc}"
+    except RecursionError:
+        return "JSON nested too deeply to parse (thousands of levels of arrays/objects)"
     return None
 
 
@@ -442,6 +456,11 @@ class _FileRun:
 
     def read_error(self, fallback: str) -> str:
         """Python's JSON message for a GeoJSON GDAL could not read (clearer), else `fallback`."""
+        if self.geojson and "too complex/large" in fallback:
+            # GDAL's message suggests a config option the user cannot set here: say what it means instead
+            return (f"{fallback.split('. You may define')[0]}: one feature is bigger than GDAL reads in one piece "
+                    "(OGR_GEOJSON_MAX_OBJ_SIZE, 200 MB of parsed JSON; a ~50 MB feature of 2M vertices reaches "
+                    "it); split the feature into several")
         return (_json_error(self.path) if self.geojson else None) or fallback
 
 
@@ -463,8 +482,10 @@ def validate_vector(path: str | os.PathLike[str], policy: Policy | None = None, 
     result = VectorResult(rel, format=vector_format(path))
     col = Collector(rel, policy=policy)
     try:
+        if result.format is not None:
+            path = safe_open_path(path, result.format)  # the extension's format, a plain file, or nothing
         layer_names, crs_member = _open_file(path, result.format)
-    except _FileFailed as exc:
+    except (_FileFailed, Refused) as exc:
         col.add(exc.rule, exc.what)
         result.findings = col.finish()
         return result
@@ -507,6 +528,12 @@ def _open_file(path: str, fmt_name: str | None) -> tuple[list[str | None], tuple
     crs_member: tuple[bool, Any] = (False, None)
     if fmt_name == "GeoJSON":
         crs_member = geojson_crs_member(path)
+        link = _crs_link(crs_member)
+        if link is not None:
+            # GDAL fetches a `crs` of type link/url over HTTP while opening the file
+            raise _FileFailed(f"the legacy 'crs' member links to {link!r}, which GDAL would fetch; "
+                              "a source file is read only from itself (declare the CRS by name, e.g. "
+                              "EPSG:4326, or drop the member)", "external-reference")
         nonfinite = json_nonfinite_literals(path)
         if nonfinite:
             count, first = nonfinite
