@@ -129,15 +129,19 @@ class Store:
         except Exception as exc:
             raise self._wrap(f"checking {rel}", exc) from exc
 
-    def size(self, rel: str) -> int | None:
-        """Size in bytes, None if the object does not exist."""
+    def _info(self, rel: str) -> dict[str, Any] | None:
+        """The backend's metadata of an object (one call, no content), None if it does not exist."""
         try:
-            info = self.fs.info(self.abs(rel))
+            return dict(self.fs.info(self.abs(rel)))
         except FileNotFoundError:
             return None
         except Exception as exc:
             raise self._wrap(f"stat {rel}", exc) from exc
-        return int(info.get("size") or 0)
+
+    def size(self, rel: str) -> int | None:
+        """Size in bytes, None if the object does not exist."""
+        info = self._info(rel)
+        return None if info is None else int(info.get("size") or 0)
 
     def read_bytes(self, rel: str) -> bytes:
         try:
@@ -249,13 +253,8 @@ class Store:
         """(size, md5 hex the store itself computed) of an object, md5 None when the backend keeps none
         (file://, a composite GCS object); None when the object does not exist. Costs one metadata call,
         the same as `size()`, and reads no content."""
-        try:
-            info = self.fs.info(self.abs(rel))
-        except FileNotFoundError:
-            return None
-        except Exception as exc:
-            raise self._wrap(f"stat {rel}", exc) from exc
-        if info.get("type") == "directory":
+        info = self._info(rel)
+        if info is None or info.get("type") == "directory":
             return None
         return int(info.get("size") or 0), STORE_CHECKSUMS.get(self.scheme, _no_checksum)(info)
 
