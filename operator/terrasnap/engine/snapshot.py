@@ -265,6 +265,7 @@ def _prepare_fetched(req: SnapshotRequest, store: Store, workdir: Path, stats: S
     assert req.prepared is not None
     private = req.private or workdir / ".snapshot"
     private.mkdir(parents=True, exist_ok=True)
+    private = private.resolve()  # DVC resolves symlinks (/var/run -> /run) and refuses the unresolved path
     mat = load_fetched(req.prepared)
     if req.source and req.source != mat.spec.raw:
         raise UsageError(f"{req.prepared} holds source {mat.spec.raw!r}, not {req.source!r}")

@@ -263,6 +263,33 @@ def kill(p: Process, grace: float) -> None:
         p.popen.wait(5)
 
 
+def reap(p: Process) -> int:
+    """After a container's main process exited: SIGKILL every process left in its mount namespace (a
+    daemon a stage left behind, reparented and in a session of its own), as a real runtime does when a
+    container's init dies. Returns how many were killed."""
+    marker = Path(str(p.popen.args[-1])).parent / "mntns"  # type: ignore[index]
+    try:
+        ns = marker.read_text().strip()
+    except OSError:
+        return 0
+    if not ns:
+        return 0
+    killed = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns" / "mnt") != ns:
+                continue
+            os.kill(int(entry.name), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError):
+            continue
+    if killed:
+        log.info("killed %d process(es) left behind by container %s", killed, p.container.get("name"))
+    return killed
+
+
 def _descendants(pid: int) -> set[int]:
     try:
         import psutil

@@ -246,6 +246,7 @@ class PodWorker:
                 self.fail_deadline()
                 return None
             self.wait_change(0.1)
+        containers.reap(p)  # nothing of a finished init container may outlive it
         self._terminated(c, p, restarts, returncode, init=init)
         self.push_status()
         return status.exit_code(returncode)
@@ -282,6 +283,7 @@ class PodWorker:
                     continue
                 if (returncode := proc.poll()) is None or not self._state(c, False)["state"].get("running"):
                     continue
+                containers.reap(proc)
                 st = self._terminated(c, proc, proc.restarts, returncode)
                 code = st["state"]["terminated"]["exitCode"]
                 changed = True

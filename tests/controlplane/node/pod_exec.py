@@ -120,6 +120,10 @@ def main() -> None:
     if libc.unshare(CLONE_NEWNS) != 0:
         die(f"unshare: {os.strerror(ctypes.get_errno())}")
     mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # The container's own mount namespace names every process of it, daemons that left the session
+    # included: the node agent kills them all when the main process exits (containers.reap).
+    with contextlib.suppress(OSError), open(os.path.join(os.path.dirname(spec["upper"]), "mntns"), "w") as f:
+        f.write(os.readlink("/proc/self/ns/mnt"))
 
     # 2. container root: overlay of the host's / with a private writable layer
     os.makedirs(spec["upper"], exist_ok=True)
