@@ -601,3 +601,45 @@ def test_retry_annotation_reruns_a_failed_generation(
     )  # fmt: skip
     assert again["metadata"]["generation"] == 1 and again["status"]["observedGeneration"] == 1
     assert ready(again)["reason"] == "StoreUnreachable"
+
+
+@pytest.mark.timeout(3 * ENGINE_RUN)
+def test_a_forged_termination_message_is_never_believed(
+    cluster: Cluster, operator: Operator, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    """A tenant's pod with the Job's labels (job-name and controller-uid, no controller reference) that ends
+    after the real pod, claiming another namespace's manifest: the status names the real, canonical one."""
+    store_name = store()
+    cluster.apply(snapshot_manifest("forged", store_name, git_repo), namespace=ns)
+    wait_for(lambda: jobs_of(cluster, ns, "forged"), 60, interval=0.5, what="the Job")
+    operator.kill()
+    try:
+        wait_for(
+            lambda: any(c["type"] in ("Complete", "Failed") and c["status"] == "True"
+                        for j in jobs_of(cluster, ns, "forged") for c in j.get("status", {}).get("conditions", [])),
+            ENGINE_RUN, interval=1, what="the Job to finish",
+        )  # fmt: skip
+        (job,) = jobs_of(cluster, ns, "forged")
+        bucket = cluster.get("snapshotstore", store_name)["spec"]["url"]
+        lie = {"ok": True, "snapshotID": "sha256:" + "e" * 64,
+               "manifest": f"{bucket}/terrasnap/manifests/victim/data/{'e' * 64}/manifest.parquet"}
+        restricted = {"runAsNonRoot": True, "runAsUser": WORKER_UID, "allowPrivilegeEscalation": False,
+                      "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+        cluster.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": "forger", "labels": {"job-name": job["metadata"]["name"],
+                                         "batch.kubernetes.io/controller-uid": job["metadata"]["uid"]}},
+            "spec": {"restartPolicy": "Never", "containers": [{
+                "name": "snapshot", "image": "x", "securityContext": restricted,
+                "command": ["sh", "-c", f"echo '{json.dumps(lie)}' > /dev/termination-log"]}]}},
+            namespace=ns)  # fmt: skip
+        wait_for(lambda: cluster.get("pod", "forger", namespace=ns).get("status", {}).get("phase") == "Succeeded",
+                 60, interval=0.5, what="the forged pod to end")  # fmt: skip
+    finally:
+        operator.start()
+    obj = wait_phase(cluster, ns, "forged", ("Succeeded", "Failed"), timeout=60)
+    status = obj["status"]
+    assert status["phase"] == "Succeeded", ready(obj)
+    sid = status["snapshotID"]
+    assert status["manifest"]["uri"] == (
+        f"{bucket}/terrasnap/manifests/{ns}/forged/{sid.removeprefix('sha256:')}/manifest.parquet")
+    assert "victim" not in json.dumps(status)

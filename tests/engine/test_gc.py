@@ -462,3 +462,27 @@ def test_sigterm_during_a_snapshot_releases_its_registration(tmp_path: Path) -> 
     assert json.loads(result.read_text())["error"]["reason"] == "Interrupted"
     assert not list(store.list_prefix(refs.INFLIGHT_PREFIX))
     assert not [rel for rel, _ in store.list_prefix("terrasnap/manifests") if rel.endswith("manifest.parquet")]
+
+
+@pytest.mark.parametrize("root", ["elsewhere", "no-such-manifest", "not-a-manifest"])
+def test_cluster_mode_reports_a_root_that_names_no_snapshot_and_collects_as_without_it(
+    tmp_path: Path, root: str
+) -> None:
+    """A status a tenant forged must not stop the store's GC: the same deletions as without that root."""
+    results = []
+    for run, with_bad in (("plain", False), ("forged", True)):
+        store = Store(f"file://{tmp_path / run}")
+        w = _world(store)
+        uri = {
+            "elsewhere": "gs://another-bucket/dvc/terrasnap/manifests/ns/a/00/manifest.parquet",
+            "no-such-manifest": store.uri("terrasnap/manifests/ns/zz/" + "0" * 64 + "/manifest.parquet"),
+            "not-a-manifest": store.uri(Store.object_rel(w["a1"])),
+        }[root]
+        roots = [w["A"], uri] if with_bad else [w["A"]]
+        report = run_gc(store, roots, grace=GRACE, dry_run=False, now=later(48), roots_complete=True,
+                        skip_missing_roots=True)
+        assert report.missing_roots == ([uri] if with_bad else [])
+        results.append((sorted(report.deleted), sorted(objects_in(store)), w["a1"]))
+    (deleted_plain, left_plain, a1), (deleted_forged, left_forged, _) = results
+    assert deleted_plain and deleted_forged == deleted_plain and left_forged == left_plain
+    assert a1 in left_forged  # the real root's objects stay

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from terrasnap import kube as k
+from terrasnap.api import contract
 from terrasnap.api.config import OperatorConfig
 from terrasnap.controller import snapshots
 from terrasnap.controller.context import Context, Retry
@@ -64,9 +65,12 @@ def finish(cluster: FakeCluster, job: dict[str, Any], message: str | None, ok: b
     cluster.set_status(k.jobs_path(NS, name), {"startTime": T1, "completionTime": T2, "conditions": [condition],
                                                "succeeded" if ok else "failed": 1})  # fmt: skip
     terminated = {"exitCode": 0 if ok else 1, "finishedAt": T2, **({"message": message} if message else {})}
-    cluster.put(k.pods_path(NS), {"metadata": {"name": f"{name}-pod", "namespace": NS, "labels": {"job-name": name}},
-                                  "status": {"containerStatuses": [
-                                      {"name": CONTAINER, "state": {"terminated": terminated}}]}})  # fmt: skip
+    uid = job["metadata"]["uid"]
+    cluster.put(k.pods_path(NS), {
+        "metadata": {"name": f"{name}-pod", "namespace": NS,
+                     "labels": {"job-name": name, "batch.kubernetes.io/controller-uid": uid},
+                     "ownerReferences": [{"kind": "Job", "name": name, "uid": uid, "controller": True}]},
+        "status": {"containerStatuses": [{"name": CONTAINER, "state": {"terminated": terminated}}]}})  # fmt: skip
     got = cluster.get(k.jobs_path(NS, name))
     assert got is not None
     return got
@@ -74,7 +78,7 @@ def finish(cluster: FakeCluster, job: dict[str, Any], message: str | None, ok: b
 
 def ok_result() -> str:
     return json.dumps({
-        "ok": True, "snapshotID": SID, "manifest": "gs://acme/dvc/terrasnap/manifests/ml-data/b/x/manifest.parquet",
+        "ok": True, "snapshotID": SID, "manifest": contract.snapshot_uris("gs://acme/dvc", NS, "buildings", SID)["manifest"],
         "source": {"commit": "c0ffee"},
         "summary": {"files": 4, "features": 10, "rasters": 1, "bytes": 99, "repaired": 0, "rejected": 0, "warnings": 0},
     })  # fmt: skip

@@ -151,6 +151,26 @@ def check_subpath(path: str) -> str:
 
 
 
+# -- where a published snapshot lives (the engine writes there; the operator accepts only these URIs) --------
+MANIFEST_PREFIX = "terrasnap/manifests"
+# result key → file name in the snapshot's folder; `manifest` (manifest.parquet) marks it published
+SNAPSHOT_FILES: dict[str, str] = {
+    "manifest": "manifest.parquet", "metadata": "metadata.json", "lock": "dvc.lock", "stac": "collection.json",
+}
+
+
+def snapshot_folder(namespace: str, name: str, snapshot_hex: str) -> str:
+    """The store-relative folder of one snapshot: terrasnap/manifests/<namespace>/<name>/<snapshotID hex>."""
+    return f"{MANIFEST_PREFIX}/{namespace}/{name}/{snapshot_hex}"
+
+
+def snapshot_uris(store_url: str, namespace: str, name: str, snapshot_id: str) -> dict[str, str]:
+    """The canonical URIs of a snapshot's files (SNAPSHOT_FILES keys) in the store at `store_url`."""
+    folder = snapshot_folder(namespace, name, snapshot_id.removeprefix("sha256:"))
+    base = store_url.rstrip("/")
+    return {key: f"{base}/{folder}/{file}" for key, file in SNAPSHOT_FILES.items()}
+
+
 # -- Kubernetes names (a snapshot's --name and --namespace; they become store folders) ----------------------
 # DNS-1123 subdomain for object names, DNS-1123 label for namespaces — what the API server itself accepts, so
 # `terrasnap/manifests/<namespace>/<name>/` can never leave terrasnap/manifests/.

@@ -25,9 +25,17 @@ from terrasnap.api.constants import (
 from terrasnap.api.models import SpecError, StoreSpec
 from terrasnap.controller import metrics
 from terrasnap.controller.context import Context, Retry, track_phase
+from terrasnap.planner import results
 from terrasnap.planner import status as st
 from terrasnap.planner.common import owner_reference
-from terrasnap.planner.job import CONTAINER, JobPlan, plan_job, worker_service_account
+from terrasnap.planner.job import (
+    CONTAINER,
+    FETCH_CONTAINER,
+    PIPELINE_CONTAINER,
+    JobPlan,
+    plan_job,
+    worker_service_account,
+)
 
 log = logging.getLogger("terrasnap.operator")
 StatusWrite = tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None
@@ -168,7 +176,7 @@ def observe_job(ctx: Context, job: dict[str, Any], now: str) -> None:
     if st.is_settled(snapshot.get("status"), generation, view.name):
         ctx.seen_jobs[meta.get("uid", "")] = fingerprint
         return
-    result = termination_result(ctx, namespace, view.name) if view.finished else None
+    result = termination_result(ctx, job, snapshot) if view.finished else None
 
     def compute(fresh: dict[str, Any]) -> dict[str, Any] | None:
         fresh_generation = int(fresh["metadata"].get("generation") or 1)
@@ -186,24 +194,19 @@ def observe_job(ctx: Context, job: dict[str, Any], now: str) -> None:
             metrics.JOB_DURATION.labels(outcome=view.state).observe(duration)
 
 
-def termination_result(ctx: Context, namespace: str, job_name: str) -> st.EngineResult | None:
-    """The engine result from the termination message of the Job's most recent terminated pod."""
-    pods = ctx.client.list(k.pods_path(namespace), f"job-name={job_name}")
-    candidates: list[tuple[str, str]] = []
-    for pod in pods:
-        for status in (pod.get("status") or {}).get("containerStatuses") or ():
-            if status.get("name") != CONTAINER:
-                continue
-            terminated = (status.get("state") or {}).get("terminated") or (status.get("lastState") or {}).get(
-                "terminated"
-            )
-            if terminated and terminated.get("message"):
-                candidates.append((terminated.get("finishedAt") or "", terminated["message"]))
-    for _finished, message in sorted(candidates, reverse=True):
-        result = st.parse_result(message)
-        if result is not None:
-            return result
-    return None
+def termination_result(ctx: Context, job: Mapping[str, Any], snapshot: Mapping[str, Any]) -> st.EngineResult | None:
+    """The engine result the operator accepts from the Job's pods (planner.results says which)."""
+    meta = job.get("metadata") or {}
+    namespace, uid = meta.get("namespace", ""), meta.get("uid", "")
+    pods = ctx.client.list(k.pods_path(namespace), f"batch.kubernetes.io/controller-uid={uid}")
+    store_name = (snapshot.get("spec") or {}).get("store") or ""
+    store_obj = ctx.store(store_name) if store_name else None
+    store_url = ((store_obj or {}).get("spec") or {}).get("url")
+    return results.trusted_result(
+        pods, uid, main=CONTAINER, init=(FETCH_CONTAINER, PIPELINE_CONTAINER),
+        store_url=store_url if isinstance(store_url, str) else None,
+        namespace=namespace, name=(snapshot.get("metadata") or {}).get("name", ""),
+    )  # fmt: skip
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from terrasnap import __version__
+from terrasnap.api import contract
 from terrasnap.api.contract import Summary
 from terrasnap.engine import dvc, refs
 from terrasnap.engine.errors import DVCError, UsageError, ValidationFailed
@@ -181,9 +182,7 @@ class SnapshotPlan:
 
     @property
     def uris(self) -> dict[str, str]:
-        return {k: self.store.uri(f"{self.folder}/{f}") for k, f in (
-            ("manifest", "manifest.parquet"), ("metadata", "metadata.json"),
-            ("lock", "dvc.lock"), ("stac", "collection.json"))}
+        return {k: self.store.uri(f"{self.folder}/{f}") for k, f in contract.SNAPSHOT_FILES.items()}
 
     @property
     def stages(self) -> dict[str, str]:

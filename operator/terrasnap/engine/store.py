@@ -19,7 +19,7 @@ import fsspec
 from terrasnap.api import contract
 from terrasnap.engine.errors import StoreUnreachable, UsageError
 
-MANIFEST_PREFIX = "terrasnap/manifests"
+MANIFEST_PREFIX = contract.MANIFEST_PREFIX
 INFLIGHT_PREFIX = "terrasnap/inflight"
 GC_PREFIX = "terrasnap/gc"
 SUPPORTED_SCHEMES = contract.STORE_SCHEMES
@@ -99,7 +99,7 @@ class Store:
 
     @staticmethod
     def manifest_rel(namespace: str, name: str, snapshot_hex: str) -> str:
-        return f"{MANIFEST_PREFIX}/{namespace}/{name}/{snapshot_hex}"
+        return contract.snapshot_folder(namespace, name, snapshot_hex)
 
     # -- I/O -------------------------------------------------------------------------------------
     def _wrap(self, what: str, exc: BaseException) -> StoreUnreachable:

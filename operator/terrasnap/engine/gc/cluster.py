@@ -100,6 +100,9 @@ def last_gc_status(report: GCReport | None, started: datetime, error: str | None
             report=report.uri,
         )
     message = error or ("; ".join(report.errors[:5]) if report is not None and report.errors else "")
+    if not message and report is not None and report.missing_roots:
+        shown = ", ".join(report.missing_roots[:3])
+        message = f"{len(report.missing_roots)} root(s) name no published snapshot in the store (ignored): {shown}"
     if message:
         out["message"] = message[:4000]
     return out
@@ -140,7 +143,7 @@ def run_cluster_gc(
         roots = roots_from_snapshots(listed.get("items", []), store_name, spec.gc.keep.last, keep_within, started)
         store = Store.from_url(spec.url, endpoint or spec.endpoint)
         store.check_reachable()
-        report = run_gc(store, roots.roots, grace=grace_td, dry_run=dry, roots_complete=True)
+        report = run_gc(store, roots.roots, grace=grace_td, dry_run=dry, roots_complete=True, skip_missing_roots=True)
     except TerrasnapError as exc:
         error = exc.message
         _record(client, store_obj, last_gc_status(report, started, error, len(roots.roots)), error)

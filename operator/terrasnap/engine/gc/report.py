@@ -30,6 +30,7 @@ class GCReport:
     manifests_deleted: list[str] = field(default_factory=list)
     registrations: int = 0
     errors: list[str] = field(default_factory=list)
+    missing_roots: list[str] = field(default_factory=list)  # roots naming no published snapshot (cluster mode)
     uri: str = ""
     ok: bool = True
 
@@ -53,6 +54,7 @@ class GCReport:
             "manifestsDeleted": self.manifests_deleted,
             "registrations": self.registrations,
             "errors": self.errors,
+            "missingRoots": self.missing_roots,
             "ok": self.ok,
         }
 

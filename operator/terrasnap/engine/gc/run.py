@@ -13,7 +13,7 @@ import json
 import posixpath
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 
 from terrasnap.engine import refs
@@ -46,6 +46,7 @@ class GCRun:
         grace: timedelta,
         dry_run: bool,
         roots_complete: bool = False,
+        skip_missing_roots: bool = False,
         clock: Callable[[], float] = time.time,
         batch_size: int = DEFAULT_BATCH,
         marker_ttl: float = refs.MARKER_TTL,
@@ -56,6 +57,9 @@ class GCRun:
         self.grace = grace.total_seconds()
         self.dry_run = dry_run
         self.roots_complete = roots_complete
+        # Cluster mode: roots come from statuses a tenant can influence, so a root that names no published
+        # snapshot in this store is reported, not fatal (else one forged status stops every GC of the store).
+        self.skip_missing_roots = skip_missing_roots
         self.clock = clock
         self.batch_size = batch_size
         self.marker_ttl = marker_ttl
@@ -107,15 +111,9 @@ class GCRun:
             folders.setdefault(parent, ManifestFolder(parent, {})).files[rel] = _mtime(info)
         self.folders = folders
         for uri in self.roots:
-            try:
-                rel = self.store.rel_from_uri(uri)
-            except UsageError as exc:
-                raise GCFailedClosed(f"unknown root {uri!r}: not in store {self.store.url}") from exc
-            folder = posixpath.dirname(rel) if rel.endswith(MANIFEST_FILE) else rel.rstrip("/")
-            if not folder.startswith(MANIFEST_PREFIX + "/"):
-                raise GCFailedClosed(f"unknown root {uri!r}: not a manifest under {MANIFEST_PREFIX}/")
-            if folder not in folders or not folders[folder].published:
-                raise GCFailedClosed(f"unknown root {uri!r}: {folder}/{MANIFEST_FILE} does not exist")
+            folder = self._root_folder(uri, folders)
+            if folder is None:
+                continue
             if folder in self.root_folders:
                 continue
             meta_rel = posixpath.join(folder, METADATA_FILE)
@@ -125,6 +123,26 @@ class GCRun:
                 raise GCFailedClosed(f"root {uri!r}: {meta_rel} is missing") from exc
             self.used |= parse_metadata_objects(meta_rel, data)
             self.root_folders.add(folder)
+
+    def _root_folder(self, uri: str, folders: Mapping[str, ManifestFolder]) -> str | None:
+        """The published manifest folder a root names; None (reported) or GCFailedClosed if it names none."""
+        try:
+            rel = self.store.rel_from_uri(uri)
+        except UsageError:
+            rel = None
+        folder = None if rel is None else posixpath.dirname(rel) if rel.endswith(MANIFEST_FILE) else rel.rstrip("/")
+        if folder is None:
+            problem = f"not in store {self.store.url}"
+        elif not folder.startswith(MANIFEST_PREFIX + "/"):
+            problem = f"not a manifest under {MANIFEST_PREFIX}/"
+        elif folder not in folders or not folders[folder].published:
+            problem = f"{folder}/{MANIFEST_FILE} does not exist"
+        else:
+            return folder
+        if not self.skip_missing_roots:
+            raise GCFailedClosed(f"unknown root {uri!r}: {problem}")
+        self.report.missing_roots.append(uri)
+        return None
 
     def scan_manifests(self) -> None:
         """Published or not, root or not: the objects of manifest folders younger than the grace are used."""
@@ -392,15 +410,18 @@ def run_gc(
     dry_run: bool,
     now: datetime | None = None,
     roots_complete: bool = False,
+    skip_missing_roots: bool = False,
     batch_size: int = DEFAULT_BATCH,
 ) -> GCReport:
     """Delete every object no root, registration or young manifest uses and that is older than `grace`.
 
     Fails closed (GCFailedClosed, nothing deleted) on a listing error, an unreadable manifest/metadata or
-    registration, or a root that is not a published manifest in this store. `now` fixes the clock (tests).
+    registration, or a root that is not a published manifest in this store (unless `skip_missing_roots`: then
+    such roots are listed in the report's missingRoots). `now` fixes the clock (tests).
     """
     clock: Callable[[], float] = time.time if now is None else (lambda: now.timestamp())
     gc = GCRun(
-        store, roots, grace=grace, dry_run=dry_run, roots_complete=roots_complete, clock=clock, batch_size=batch_size
+        store, roots, grace=grace, dry_run=dry_run, roots_complete=roots_complete,
+        skip_missing_roots=skip_missing_roots, clock=clock, batch_size=batch_size,
     )
     return gc.run()
