@@ -473,6 +473,50 @@ def test_invalid_resources_are_refused(cluster: Cluster, crds: None, ns: str) ->
     assert "url must start with gs:// or file:///" in message and "gracePeriod" in message
 
 
+
+def test_specs_that_would_fail_a_job_are_refused_at_apply_time(cluster: Cluster, crds: None, ns: str) -> None:
+    """Issue 15: each refused by the apiserver, with a message that says what is wrong."""
+    def refused(manifest: dict[str, Any], namespace: str | None = None) -> str:
+        with pytest.raises(KubectlError) as info:
+            cluster.apply(manifest, namespace=namespace)
+        return str(info.value.stderr)
+
+    def variant(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        doc = json.loads(json.dumps(snapshot_manifest("bad", "main", Path("/nowhere"))))
+        edit(doc)
+        return doc
+
+    git = lambda d: d["spec"]["source"]["git"]  # noqa: E731
+    cases: list[tuple[Callable[[dict[str, Any]], None], str]] = [
+        (lambda d: d["metadata"].update(name="n" * 64), "metadata.name must be at most 63 characters"),
+        (lambda d: git(d).update(url="https://example.com/r.git\nx"), "must not contain whitespace"),
+        (lambda d: git(d).update(url="https://bob:hunter2@example.com/r.git"), "must not carry user:password@"),
+        (lambda d: git(d).update(url="http://example.com/r.git", credentialsSecret={"name": "tok"}),
+         "never sent over plain http://"),
+        (lambda d: d["spec"].update(resources={"requests": {"memory": "8Gi"}, "limits": {"memory": "1Gi"}}),
+         "requests value must be at most its resources.limits"),
+        (lambda d: d["spec"].update(resources={"requests": {"cpu": "-1"}}), "spec.resources.requests.cpu"),
+    ]
+    for edit, expected in cases:
+        message = refused(variant(edit), ns)
+        assert expected in message, (expected, message)
+
+    # spec.store is immutable once set
+    cluster.apply(snapshot_manifest("moving", "store-a", Path("/nowhere")), namespace=ns)
+    with pytest.raises(KubectlError) as info:
+        cluster.kubectl("patch", "dsnap", "moving", "--type=merge", "-p", '{"spec":{"store":"store-b"}}',
+                        namespace=ns)
+    assert "spec.store is immutable" in str(info.value.stderr)
+
+    def store(name: str, **spec: Any) -> dict[str, Any]:
+        return {"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore", "metadata": {"name": name},
+                "spec": {"url": "gs://b/p", **spec}}
+
+    assert "at most 63 characters" in refused(store("s" * 64))
+    assert "512" in refused(store("tsop-long", url="gs://b/" + "p" * 600))
+    assert "whitespace" in refused(store("tsop-nl", url="gs://b/p\nq"))
+    assert "gracePeriod" in refused(store("tsop-dur", gc={"gracePeriod": "99999999999999999999w"}))
+
 def test_store_gets_gc_cronjob(cluster: Cluster, operator: Operator, store: Callable[..., str]) -> None:
     name = store(gc={"schedule": "*/30 * * * *", "gracePeriod": "1h", "suspend": True})
     obj = wait_for(

@@ -212,3 +212,69 @@ def test_the_gc_cronjob_passes_a_grace_the_command_accepts() -> None:
     grace = args[args.index("--grace") + 1]
     assert parse_duration(grace).total_seconds() == 36 * 3600
     assert StoreSpec.from_dict(store["spec"]).gc.grace_period == grace
+
+
+# -- issue 15: apply-time refusals, the same in Python ---------------------------------------------------
+
+
+def test_the_store_url_limit_is_the_crds() -> None:
+    assert _crd("snapshotstores")["properties"]["spec"]["properties"]["url"]["maxLength"] == contract.STORE_URL_MAX
+    # four canonical URIs of the longest store, namespace and name fit the termination message
+    uris = contract.snapshot_uris("gs://" + "b" * (contract.STORE_URL_MAX - 5), "n" * 63, "m" * 63, "sha256:" + "0" * 64)
+    assert len(json.dumps(uris)) < contract.RESULT_LIMIT - 1000
+
+
+@pytest.mark.parametrize("url, problem", [
+    ("https://example.com/r.git\nx", "whitespace"),
+    ("https://example.com/r .git", "whitespace"),
+    ("https://bob:hunter2@example.com/r.git", "user:password"),
+    ("https://ghp_token@example.com/r.git", "user:password"),
+])  # fmt: skip
+def test_git_urls_with_newlines_or_userinfo_are_refused(url: str, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        contract.check_git_url(url)
+    assert contract.check_git_url("https://example.com/a@b.git")  # an @ in the path is not userinfo
+
+
+def test_store_urls_are_bounded_and_plain() -> None:
+    with pytest.raises(ValueError, match="at most"):
+        contract.check_store_url("gs://b/" + "p" * contract.STORE_URL_MAX)
+    with pytest.raises(ValueError, match="whitespace"):
+        contract.check_store_url("gs://b/p\n")
+
+
+@pytest.mark.parametrize("text, value", [("500m", "0.5"), ("1Gi", str(2**30)), ("2", "2"), ("1e3", "1000"),
+                                         ("1.5k", "1500"), (4, "4")])
+def test_quantities(text: object, value: str) -> None:
+    from decimal import Decimal
+
+    assert contract.parse_quantity(text) == Decimal(value)
+
+
+@pytest.mark.parametrize("bad", ["-1", "1Xi", "", "1 Gi", True])
+def test_negative_or_malformed_quantities_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        contract.parse_quantity(bad)
+
+
+def test_a_request_above_its_limit_and_http_with_a_token_are_refused_by_the_models() -> None:
+    from terrasnap.api.models import SnapshotSpec, SpecError
+
+    base = {"store": "main", "source": {"git": {"url": "https://example.com/r.git", "revision": "main"}}}
+    with pytest.raises(SpecError, match=r"requests\.memory must be at most"):
+        SnapshotSpec.from_dict({**base, "resources": {"requests": {"memory": "8Gi"}, "limits": {"memory": "1Gi"}}})
+    with pytest.raises(SpecError, match="non-negative"):
+        SnapshotSpec.from_dict({**base, "resources": {"requests": {"cpu": "-1"}}})
+    assert SnapshotSpec.from_dict({**base, "resources": {"requests": {"memory": "1Gi"}, "limits": {"memory": "1Gi"}}})
+    with pytest.raises(SpecError, match="plain http"):
+        SnapshotSpec.from_dict({**base, "source": {"git": {"url": "http://example.com/r.git", "revision": "main",
+                                                           "credentialsSecret": {"name": "t"}}}})
+
+
+def test_durations_cannot_overflow() -> None:
+    from datetime import UTC, datetime
+
+    longest = parse_duration("99999w")
+    assert datetime.now(UTC) - longest  # no OverflowError
+    with pytest.raises(ValueError):
+        parse_duration("999999w")

@@ -48,7 +48,7 @@ def test_job_name_is_deterministic_bounded_and_changes_with_generation_spec_and_
     recreated = snapshot()
     recreated["metadata"]["uid"] = "uid-2"
     assert plan_job(recreated, "main", STORE, CONFIG).name != a.name
-    long = plan_job(snapshot(name="x" * 62 + ".y", generation=123456), "main", STORE, CONFIG)
+    long = plan_job(snapshot(name="x" * 61 + ".y", generation=123456), "main", STORE, CONFIG)
     assert len(long.name) <= 63 and long.name.endswith("-123456-" + long.spec_hash)
     assert long.name[0].isalnum() and "." not in long.name
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, fields
+from decimal import Decimal
 
 # The validation policy is part of the contract too (spec.validation, the engine's --policy file and --rule
 # flags): contract.policy.RULES, .FIELDS, .validation_schema().
@@ -121,10 +122,26 @@ def _spelled(prefixes: tuple[str, ...]) -> str:
     return ", ".join(prefixes[:-1]) + " or " + prefixes[-1] if len(prefixes) > 1 else prefixes[0]
 
 
+# The CRDs' CEL rules say the same (tests/unit/test_contract.py): a newline or a space in a URL is refused
+# whole, never split by a later parser; userinfo in a git URL would end up in logs and pods' arguments.
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
+_USERINFO = re.compile(r"^[A-Za-z][-A-Za-z0-9+.]*://[^/]*@")
+# Four URIs of a snapshot (store + ~230 characters each) and the rest of the result fit RESULT_LIMIT.
+STORE_URL_MAX = 512
+
+
+def _plain(url: str) -> None:
+    if _CONTROL_OR_SPACE.search(url):
+        raise ValueError("must not contain whitespace or control characters")
+
+
 def check_git_url(url: str) -> str:
     """A git repository URL; raises ValueError saying which schemes are allowed."""
     if not isinstance(url, str) or not url.startswith(_prefixes(GIT_SCHEMES)):
         raise ValueError(f"must start with {_spelled(_prefixes(GIT_SCHEMES))}")
+    _plain(url)
+    if _USERINFO.match(url):
+        raise ValueError("must not carry user:password@ or a token@: put the token in source.git.credentialsSecret")
     return url
 
 
@@ -132,6 +149,7 @@ def check_bucket_url(url: str) -> str:
     """A bucket prefix a source is read from."""
     if not isinstance(url, str) or not url.startswith(_prefixes(BUCKET_SCHEMES)):
         raise ValueError(f"must start with {_spelled(_prefixes(BUCKET_SCHEMES))} (s3:// is not supported yet)")
+    _plain(url)
     return url
 
 
@@ -139,7 +157,30 @@ def check_store_url(url: str) -> str:
     """A store (DVC remote) URL."""
     if not isinstance(url, str) or not url.startswith(STORE_PREFIXES):
         raise ValueError(f"must start with {_spelled(STORE_PREFIXES)} (s3:// is not supported yet)")
+    _plain(url)
+    if len(url) > STORE_URL_MAX:
+        raise ValueError(f"must be at most {STORE_URL_MAX} characters (the Job's result must hold four URIs in it)")
     return url
+
+
+# -- quantities (resources.requests / limits), as Kubernetes spells them ---------------------------------
+_QUANTITY = re.compile(r"^\+?([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][-+]?[0-9]+)?$")
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+
+def parse_quantity(value: object) -> Decimal:
+    """A non-negative Kubernetes quantity (`500m`, `1Gi`, `2`) as a Decimal; ValueError otherwise."""
+    text = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+    match = _QUANTITY.match(text)
+    if not match:
+        raise ValueError(f"{value!r} is not a non-negative quantity (e.g. 500m, 1Gi, 2)")
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix in _DECIMAL:
+        return number.scaleb(_DECIMAL[suffix])
+    return number.scaleb(int(suffix[1:])) if suffix else number
 
 
 def check_subpath(path: str) -> str:

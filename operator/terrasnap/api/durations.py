@@ -8,7 +8,9 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 
-_PATTERN = re.compile(r"^([0-9]+)(s|m|h|d|w)\Z")  # the CRDs' pattern (tests/unit/test_contract.py)
+# At most five digits: 99999w is about 1,900 years — a datetime minus that never overflows (an unbounded
+# count did, and broke every GC of the store)
+_PATTERN = re.compile(r"^([0-9]{1,5})(s|m|h|d|w)\Z")  # the CRDs' pattern (tests/unit/test_contract.py)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 

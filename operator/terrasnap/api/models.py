@@ -168,6 +168,8 @@ class Source:
             _checked(contract.check_subpath, path, "source.git.path")
             creds = git.get("credentialsSecret")
             ref = None
+            if creds and url.startswith("http://"):
+                raise SpecError("a credentialsSecret is never sent over plain http://: use an https:// git url")
             if creds:
                 ref = SecretKeyRef(
                     name=_required(creds, "name", "source.git.credentialsSecret"),
@@ -264,6 +266,7 @@ class SnapshotSpec:
         resources = spec.get("resources")
         if resources is not None and not isinstance(resources, Mapping):
             raise SpecError("resources must be an object")
+        _check_resources(resources or {})
         return cls(
             store=store,
             source=source,
@@ -338,3 +341,20 @@ class StoreSpec:
                 namespace=_str(creds, "namespace") or None,
             )
         return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")))
+
+
+def _check_resources(resources: Mapping[str, Any]) -> None:
+    """Quantities are non-negative and no request exceeds its limit (the CRD's CEL rule says the same)."""
+    parsed: dict[str, dict[str, Any]] = {}
+    for part in ("requests", "limits"):
+        values = resources.get(part) or {}
+        if not isinstance(values, Mapping):
+            raise SpecError(f"resources.{part} must be an object")
+        try:
+            parsed[part] = {k: contract.parse_quantity(v) for k, v in values.items()}
+        except ValueError as exc:
+            raise SpecError(f"resources.{part}: {exc}") from None
+    for key, limit in parsed["limits"].items():
+        request = parsed["requests"].get(key)
+        if request is not None and request > limit:
+            raise SpecError(f"resources.requests.{key} must be at most resources.limits.{key}")

@@ -15,7 +15,7 @@ from terrasnap.api.constants import (
     LABEL_SNAPSHOT,
     LABEL_STORE,
 )
-from terrasnap.api.models import VOLUME_MOUNT, SnapshotSpec, StoreSpec
+from terrasnap.api.models import VOLUME_MOUNT, SnapshotSpec, SpecError, StoreSpec
 from terrasnap.planner import names
 from terrasnap.planner.common import (
     CREDENTIALS_FILE,
@@ -117,6 +117,12 @@ def plan_job(
     """
     meta = snapshot["metadata"]
     name, namespace, generation = meta["name"], meta["namespace"], int(meta.get("generation") or 1)
+    if len(name) > contract.DNS1123_LABEL_MAX:  # the CRD refuses it too: it is a label value
+        raise SpecError(f"metadata.name must be at most {contract.DNS1123_LABEL_MAX} characters "
+                        f"(it is the value of the {LABEL_SNAPSHOT} label on the Job and its pods)")
+    if len(store_name) > contract.DNS1123_LABEL_MAX:
+        raise SpecError(f"spec.store must be at most {contract.DNS1123_LABEL_MAX} characters "
+                        f"(it is the value of the {LABEL_STORE} label on the Job and its pods)")
     raw_spec = snapshot.get("spec") or {}
     spec = SnapshotSpec.from_dict(raw_spec)
     retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY) or None
