@@ -428,9 +428,20 @@ def test_secrets_never_leak(
     cluster.apply(manifest, namespace=ns)
     (job,) = wait_for(lambda: jobs_of(cluster, ns, "secretive"), 60, interval=0.5, what="the Job")
     pod_spec = job["spec"]["template"]["spec"]
-    (container,) = pod_spec["containers"]
-    env = {e["name"]: e for e in container["env"]}
-    assert env["TERRASNAP_GIT_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "git-token", "key": "token"}
+    steps = {c["name"]: c for c in [*pod_spec["initContainers"], *pod_spec["containers"]]}
+    assert list(steps) == ["fetch", "pipeline", "snapshot"]
+
+    def secret_env(name: str) -> dict[str, Any]:
+        return {e["name"]: e["valueFrom"] for e in steps[name].get("env") or () if "valueFrom" in e}
+
+    def mounts(name: str) -> set[str]:
+        return {m["name"] for m in steps[name].get("volumeMounts") or ()}
+
+    # the git token reaches the fetch step only, the store key the snapshot step only, the pipeline nothing
+    assert secret_env("fetch") == {"TERRASNAP_GIT_TOKEN": {"secretKeyRef": {"name": "git-token", "key": "token"}}}
+    assert secret_env("pipeline") == {} and secret_env("snapshot") == {}
+    assert "store-credentials" in mounts("snapshot")
+    assert "store-credentials" not in mounts("fetch") | mounts("pipeline")
     copy_name = next(
         v["secret"]["secretName"] for v in pod_spec["volumes"] if v["name"] == "store-credentials"
     )
