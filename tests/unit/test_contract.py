@@ -232,8 +232,8 @@ def test_the_store_url_limit_is_the_crds() -> None:
 ])  # fmt: skip
 def test_git_urls_with_newlines_or_userinfo_are_refused(url: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
-        contract.check_git_url(url)
-    assert contract.check_git_url("https://example.com/a@b.git")  # an @ in the path is not userinfo
+        contract.check_spec_git_url(url)
+    assert contract.check_spec_git_url("https://example.com/a@b.git")  # an @ in the path is not userinfo
 
 
 def test_store_urls_are_bounded_and_plain() -> None:

@@ -140,6 +140,14 @@ def check_git_url(url: str) -> str:
     if not isinstance(url, str) or not url.startswith(_prefixes(GIT_SCHEMES)):
         raise ValueError(f"must start with {_spelled(_prefixes(GIT_SCHEMES))}")
     _plain(url)
+    return url
+
+
+def check_spec_git_url(url: str) -> str:
+    """A DatasetSnapshot's git URL: as check_git_url, and no userinfo — a spec is read by everyone with
+    `get` on it and becomes a pod's argument. (`terrasnap snapshot` on a laptop may still take one; it
+    never records or prints it.)"""
+    check_git_url(url)
     if _USERINFO.match(url):
         raise ValueError("must not carry user:password@ or a token@: put the token in source.git.credentialsSecret")
     return url

@@ -160,7 +160,7 @@ class Source:
             raise SpecError("exactly one of source.git, source.bucket or source.volume must be set")
         if "git" in present:
             git = _mapping(data, "git")
-            url = _checked(contract.check_git_url, _required(git, "url", "source.git"), "source.git.url")
+            url = _checked(contract.check_spec_git_url, _required(git, "url", "source.git"), "source.git.url")
             revision = _required(git, "revision", "source.git")
             if re.search(r"\s", revision):
                 raise SpecError("source.git.revision must not contain whitespace")

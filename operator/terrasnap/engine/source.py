@@ -227,7 +227,8 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
 
     try:
         src = Store.from_url(spec.path.rstrip("/"), endpoint)
-        src.fs = bucket_source_filesystem(spec, src.endpoint)
+        if src.scheme == "gs":  # a file:// prefix (tests, local runs) has no credentials to choose
+            src.fs = bucket_source_filesystem(spec, src.endpoint)
         src.check_reachable()
         files = list(src.list_prefix(""))
     except Exception as exc:
