@@ -567,6 +567,28 @@ def test_missing_store_is_reported(cluster: Cluster, ns: str, git_repo: Path) ->
     assert ready(obj)["status"] == "False" and not jobs_of(cluster, ns, "orphan")
 
 
+@pytest.mark.timeout(2 * ENGINE_RUN)
+def test_a_job_the_api_server_refuses_is_reported(
+    cluster: Cluster, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    """A namespace quota of zero Jobs: the status says JobRejected with the API server's words (not a silent
+    retry loop in the operator's log), and the snapshot runs once the quota is lifted."""
+    cluster.apply({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"},
+                   "spec": {"hard": {"count/jobs.batch": "0"}}}, namespace=ns)  # fmt: skip
+    wait_for(lambda: cluster.get("resourcequotas", "no-jobs", namespace=ns).get("status", {}).get("hard"), 60,
+             interval=0.5, what="the quota's status")  # fmt: skip
+    cluster.apply(snapshot_manifest("quota", store(), git_repo), namespace=ns)
+    obj = wait_for(
+        lambda: (o := dsnap(cluster, ns, "quota")) and ready(o).get("reason") == "JobRejected" and o, 60,
+        what="JobRejected",
+    )  # fmt: skip
+    assert "exceeded quota" in ready(obj)["message"] and not jobs_of(cluster, ns, "quota")
+    cluster.kubectl("delete", "resourcequota", "no-jobs", namespace=ns)
+    done = wait_for(lambda: (o := dsnap(cluster, ns, "quota"))["status"].get("phase") == "Succeeded" and o,
+                    ENGINE_RUN, interval=1, what="the snapshot to run after the quota is lifted")  # fmt: skip
+    assert ready(done)["status"] == "True" and len(jobs_of(cluster, ns, "quota")) == 1
+
+
 @pytest.mark.timeout(3 * ENGINE_RUN)
 def test_spec_change_supersedes_running_job(
     cluster: Cluster, ns: str, store: Callable[..., str], git_repo: Path

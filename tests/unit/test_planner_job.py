@@ -131,6 +131,21 @@ def test_job_limits_and_failure_policy() -> None:
     assert custom.manifest["spec"]["activeDeadlineSeconds"] == 60
 
 
+@pytest.mark.parametrize("source", [
+    {"git": {"url": "https://git.example/r.git", "revision": "main"}},
+    {"bucket": {"url": "gs://raw/tiles/"}},
+    {"volume": {"claimName": "annotations", "path": "/tiles"}},
+])  # fmt: skip
+def test_the_failure_policy_names_only_the_pods_containers(source: dict[str, Any]) -> None:
+    """The API server refuses a rule for a container the pod lacks (a bucket source has no pipeline step)."""
+    job = plan_job(snapshot(source=source), "main", STORE, CONFIG).manifest["spec"]
+    pod = job["template"]["spec"]
+    names_ = {c["name"] for c in pod["initContainers"] + pod["containers"]}
+    named = {r["onExitCodes"]["containerName"] for r in job["podFailurePolicy"]["rules"] if "onExitCodes" in r}
+    assert named == names_
+    assert ("pipeline" in names_) == ("bucket" not in source)
+
+
 def test_resources_default_and_override() -> None:
     default = plan_job(snapshot(), "main", STORE, CONFIG).manifest
     res = default["spec"]["template"]["spec"]["containers"][0]["resources"]

@@ -79,7 +79,14 @@ def reconcile_snapshot(ctx: Context, obj: dict[str, Any], now: str, *, created: 
             raise Retry(message, delay=30)
 
     _ensure_worker_service_account(ctx, namespace)
-    _, job_created = ctx.client.create(k.jobs_path(namespace), plan.manifest)
+    try:
+        _, job_created = ctx.client.create(k.jobs_path(namespace), plan.manifest)
+    except k.KubeError as exc:
+        if exc.status not in (403, 422):  # 403: a quota or admission policy; 422: the manifest itself
+            raise
+        message = f"the API server refused Job {plan.name}: {exc.message or exc.reason}"
+        _write_invalid(ctx, path, generation, "JobRejected", message, now)
+        raise Retry(message, delay=60) from exc
     if job_created:
         metrics.JOBS_CREATED.inc()
         log.info("created Job %s/%s for generation %d", namespace, plan.name, generation)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,13 +90,14 @@ def pipeline_args() -> list[str]:
     return ["pipeline", "run", "--workdir", WORKSPACE, "--result-file", RESULT_FILE]
 
 
-def pod_failure_policy() -> Manifest:
+def pod_failure_policy(containers: Sequence[str] = (FETCH_CONTAINER, PIPELINE_CONTAINER, CONTAINER)) -> Manifest:
     """Rejected data and usage errors fail the Job at once; infrastructure errors count against
     backoffLimit; evictions and preemptions (DisruptionTarget) are retried without counting. One rule per
-    step: `containerName` matches init containers too, and a failing stage of the pipeline is rejected data."""
+    step: `containerName` matches init containers too, and a failing stage of the pipeline is rejected data.
+    The API server refuses a rule naming a container the pod lacks (a bucket source has no pipeline)."""
     rules: list[Manifest] = []
     for action, codes in (("FailJob", contract.EXIT_FINAL), ("Count", contract.EXIT_RETRYABLE)):
-        for name in (FETCH_CONTAINER, PIPELINE_CONTAINER, CONTAINER):
+        for name in containers:
             rules.append({"action": action, "onExitCodes": {"containerName": name, "operator": "In",
                                                            "values": list(codes)}})
     return {
@@ -220,7 +221,7 @@ def plan_job(
             "backoffLimit": spec.backoff_limit if spec.backoff_limit is not None else config.backoff_limit,
             "activeDeadlineSeconds": spec.active_deadline_seconds or config.active_deadline_seconds,
             "ttlSecondsAfterFinished": config.job_ttl_seconds,
-            "podFailurePolicy": pod_failure_policy(),
+            "podFailurePolicy": pod_failure_policy([*(c["name"] for c in init), CONTAINER]),
             "template": {
                 "metadata": {"labels": dict(labels)},
                 "spec": {
