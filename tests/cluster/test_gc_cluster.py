@@ -111,17 +111,28 @@ def test_cluster_gc_keeps_history_within_the_window(
     assert _last_gc(cluster, w["name"])["roots"] == 2
 
 
-def test_cluster_gc_fails_closed_on_an_unknown_root(
+def test_cluster_gc_reports_a_missing_root_and_fails_closed_on_an_unreadable_one(
     cluster: Cluster, crds: None, namespace: str, gcs: fakegcs.FakeGCS, gcs_bucket: str,
 ) -> None:
+    """A status naming a manifest the store does not hold protects nothing and must not stop GC for every
+    tenant of the store (it is reported); a published root whose object list cannot be read stops it."""
     w = _world(cluster, namespace, gcs, gcs_bucket, within="7d")
     missing = w["store"].uri("terrasnap/manifests/x/y/" + "0" * 64 + "/manifest.parquet")
     _snapshot(cluster, namespace, "broken", w["name"], {"phase": "Succeeded", "manifest": {"uri": missing}})
+    assert gc_cli("--store", w["name"], "--grace", "0s")[0] == 0
+    last = _last_gc(cluster, w["name"])
+    assert last["result"] == "Succeeded" and missing in last["message"]
+    report = json.loads(w["store"].read_bytes(w["store"].rel_from_uri(last["report"])))
+    assert report["missingRoots"] == [missing]
+    assert objects_in(w["store"]) == {w["shared"], w["cur"], w["cur_dir"]}
+
+    meta = w["store"].rel_from_uri(w["m_cur"]).rsplit("/", 1)[0] + "/metadata.json"
+    assert w["store"].delete_many([meta]) == []
     before = objects_in(w["store"])
     assert gc_cli("--store", w["name"], "--grace", "0s")[0] == 3
     assert objects_in(w["store"]) == before
     last = _last_gc(cluster, w["name"])
-    assert last["result"] == "Failed" and "unknown root" in last["message"]
+    assert last["result"] == "Failed" and "metadata.json is missing" in last["message"]
     assert "GCFailed" in [e["reason"] for e in _events(cluster, w["name"])]
 
 
