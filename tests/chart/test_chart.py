@@ -130,6 +130,8 @@ def test_default_render_operator_deployment(default):
     assert env["TERRASNAP_WORKER_IMAGE"]["value"] == "ghcr.io/terrasnap/worker:0.1.0"
     assert env["TERRASNAP_WORKER_SERVICE_ACCOUNT"]["value"] == "terrasnap-worker"
     assert env["TERRASNAP_GC_SERVICE_ACCOUNT"]["value"] == "terrasnap-gc"
+    # the worker image only, and no insecure git sources: the chart never sets the development flag
+    assert "TERRASNAP_ALLOWED_IMAGES" not in env and "TERRASNAP_ALLOW_INSECURE_SOURCES" not in env
     assert {m["mountPath"] for m in c["volumeMounts"]} == {"/tmp"}
 
 
@@ -141,7 +143,7 @@ def test_env_names_match_the_operator_config():
     from terrasnap.controller import handlers, run
 
     known = "".join(inspect.getsource(m) for m in (config, handlers, run))
-    dep = h.one(h.template({"operator": {"workers": 4}}), "Deployment")
+    dep = h.one(h.template({"operator": {"workers": 4}, "worker": {"allowedImages": ["a:*"]}}), "Deployment")
     for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]:
         if e["name"].startswith("TERRASNAP_"):
             assert f'"{e["name"]}"' in known, f"{e['name']} is not read by the operator"
@@ -237,7 +239,8 @@ NON_DEFAULT = {
     "image": {"repository": "registry.example/terrasnap/operator", "tag": "", "digest": "sha256:" + "a" * 64,
               "pullPolicy": "Always"},
     "worker": {"image": {"repository": "registry.example/terrasnap/worker", "tag": "0.2.0"},
-               "ttlSecondsAfterFinished": 600, "backoffLimit": 1, "activeDeadlineSeconds": 7200},
+               "ttlSecondsAfterFinished": 600, "backoffLimit": 1, "activeDeadlineSeconds": 7200,
+               "allowedImages": ["registry.example/geo/*@sha256:*", "registry.example/ml/worker:1"]},
     "fullnameOverride": "geo",
     "operator": {"verbose": True, "workers": 8},
     "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
@@ -266,6 +269,7 @@ def test_non_default_values():
     assert env["TERRASNAP_JOB_TTL_SECONDS"] == "600"
     assert env["TERRASNAP_JOB_BACKOFF_LIMIT"] == "1"
     assert env["TERRASNAP_WORKERS"] == "8"
+    assert env["TERRASNAP_ALLOWED_IMAGES"] == "registry.example/geo/*@sha256:*,registry.example/ml/worker:1"
     assert env["TERRASNAP_GC_SERVICE_ACCOUNT"] == "geo-gc"
     assert c["resources"]["requests"]["cpu"] == "250m"
     sm = h.one(objs, "ServiceMonitor", "geo")

@@ -83,6 +83,7 @@ class Operator:
             "TERRASNAP_WORKER_IMAGE": "terrasnap/worker:test",
             "TERRASNAP_WATCH_SERVER_TIMEOUT": "30",
             "TERRASNAP_WATCH_CLIENT_TIMEOUT": "40",
+            "TERRASNAP_ALLOW_INSECURE_SOURCES": "1",  # the tests' repositories are file:// (the chart never sets it)
             "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false",
         }
         argv = [
@@ -556,6 +557,19 @@ def test_store_gets_gc_cronjob(cluster: Cluster, operator: Operator, store: Call
         != 0,
         60, what="CronJob garbage-collected",
     )  # fmt: skip
+
+
+def test_an_image_the_operator_does_not_allow_is_refused(
+    cluster: Cluster, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    """spec.image must be the worker image or match TERRASNAP_ALLOWED_IMAGES: no Job runs anything else."""
+    cluster.apply(snapshot_manifest("miner", store(), git_repo, image="evil.example/miner:latest"), namespace=ns)
+    obj = wait_for(
+        lambda: (o := dsnap(cluster, ns, "miner")) and ready(o).get("reason") == "ImageNotAllowed" and o, 60,
+        what="ImageNotAllowed",
+    )  # fmt: skip
+    assert "evil.example/miner:latest" in ready(obj)["message"] and not jobs_of(cluster, ns, "miner")
+    assert "ImageNotAllowed" in [e["reason"] for e in events_for(cluster, ns, "miner")]
 
 
 def test_missing_store_is_reported(cluster: Cluster, ns: str, git_repo: Path) -> None:

@@ -38,6 +38,8 @@ def test_every_variable_is_read() -> None:
         "TERRASNAP_PEERING": "terrasnap",
         "TERRASNAP_PRIORITY": "2",
         "TERRASNAP_TRACEMALLOC": "1",
+        "TERRASNAP_ALLOWED_IMAGES": "registry.example/geo/*, registry.example/ml/worker:1.2",
+        "TERRASNAP_ALLOW_INSECURE_SOURCES": "yes",
     }
     assert set(env) == {s.variable for s in SETTINGS}
     config = load(env)
@@ -47,7 +49,21 @@ def test_every_variable_is_read() -> None:
     assert config.selector == "team=geo,!example.com/skip"
     assert (config.workers, config.worker_limit, config.metrics_port, config.priority) == (4, 16, 0, 2)
     assert config.peering == "terrasnap" and config.trace_memory is True
+    assert config.allowed_images == ("registry.example/geo/*", "registry.example/ml/worker:1.2")
+    assert config.allow_insecure_sources is True
     assert OperatorConfig.from_env(env) == config
+
+
+def test_images_are_allowed_by_the_worker_image_or_a_pattern() -> None:
+    only_worker = OperatorConfig(worker_image="registry.example/worker:1")
+    assert only_worker.image_allowed("registry.example/worker:1")
+    assert not only_worker.image_allowed("registry.example/worker:2")
+    assert not only_worker.image_allowed("registry.example/worker:1 ")
+    config = OperatorConfig(worker_image="w:1", allowed_images=("registry.example/geo/*@sha256:*",))
+    assert config.image_allowed("registry.example/geo/worker@sha256:" + "a" * 64)
+    assert not config.image_allowed("registry.example/geo/worker:latest")
+    assert not config.image_allowed("evil.example/registry.example/geo/x@sha256:1")
+    assert OperatorConfig().allow_insecure_sources is False
 
 
 def test_empty_variables_mean_the_default() -> None:
@@ -68,6 +84,8 @@ def test_empty_variables_mean_the_default() -> None:
         ("TERRASNAP_IMAGE_PULL_POLICY", "sometimes", "Always, IfNotPresent, Never"),
         ("TERRASNAP_NAMESPACE", "Ops_Team", "DNS-1123 label"),
         ("TERRASNAP_WORKER_SERVICE_ACCOUNT", "a b", "ServiceAccount name"),
+        ("TERRASNAP_ALLOWED_IMAGES", "a:1,,b:2", "comma-separated image patterns"),
+        ("TERRASNAP_ALLOW_INSECURE_SOURCES", "maybe", "1/true/yes/on"),
         ("TERRASNAP_WORKER_IMAGE", "worker image:1", "without spaces"),
         ("TERRASNAP_SELECTOR", "team=geo,,x", "bad term ''"),
         ("TERRASNAP_SELECTOR", "team in (a,b)", "label selector"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from typing import Any
 
@@ -15,7 +16,8 @@ from terrasnap.planner.job import plan_job
 from terrasnap.planner.patch import merge_diff
 
 CONFIG = OperatorConfig(
-    namespace="terrasnap-system", worker_image="worker:1", worker_service_account="worker"
+    namespace="terrasnap-system", worker_image="worker:1", worker_service_account="worker",
+    allowed_images=("custom:*",),
 )
 
 
@@ -144,6 +146,25 @@ def test_the_failure_policy_names_only_the_pods_containers(source: dict[str, Any
     named = {r["onExitCodes"]["containerName"] for r in job["podFailurePolicy"]["rules"] if "onExitCodes" in r}
     assert named == names_
     assert ("pipeline" in names_) == ("bucket" not in source)
+
+
+def test_spec_image_must_be_allowed_by_the_operator() -> None:
+    assert plan_job(snapshot(image="worker:1"), "main", STORE, CONFIG)  # the worker image itself
+    with pytest.raises(SpecError, match="not allowed by the operator") as refused:
+        plan_job(snapshot(image="evil.example/miner:latest"), "main", STORE, CONFIG)
+    assert refused.value.reason == "ImageNotAllowed"
+    allowing = dataclasses.replace(CONFIG, allowed_images=("registry.example/geo/*",))
+    pod = plan_job(snapshot(image="registry.example/geo/w:2"), "main", STORE, allowing).manifest["spec"]["template"]
+    assert {c["image"] for c in pod["spec"]["initContainers"] + pod["spec"]["containers"]} == {"registry.example/geo/w:2"}
+
+
+@pytest.mark.parametrize("url", ["file:///etc", "http://git.example/r.git"])
+def test_insecure_git_urls_need_the_development_flag(url: str) -> None:
+    source = {"git": {"url": url, "revision": "main"}}
+    with pytest.raises(SpecError, match="TERRASNAP_ALLOW_INSECURE_SOURCES") as refused:
+        plan_job(snapshot(source=source), "main", STORE, CONFIG)
+    assert refused.value.reason == "InsecureSource"
+    assert plan_job(snapshot(source=source), "main", STORE, dataclasses.replace(CONFIG, allow_insecure_sources=True))
 
 
 def test_resources_default_and_override() -> None:

@@ -9,6 +9,7 @@ means its default (the chart renders empty values for unset options).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -42,6 +43,10 @@ class OperatorConfig:
     worker_image: str = "ghcr.io/terrasnap/worker:0.1.0"
     image_pull_policy: str = "IfNotPresent"
     worker_service_account: str = "terrasnap-worker"
+    # spec.image must match one of these (fnmatch patterns) or be the worker image; empty: the worker image only
+    allowed_images: tuple[str, ...] = ()
+    # file:// and http:// git URLs (a node's files, a token-less plain-text fetch): development clusters only
+    allow_insecure_sources: bool = False
     gc_service_account: str = "terrasnap-gc"
     # Job defaults (a DatasetSnapshot's spec may override deadline and backoff)
     job_ttl_seconds: int = 86400
@@ -63,6 +68,9 @@ class OperatorConfig:
     peering: str | None = None  # kopf peering object for several replicas; None: standalone
     priority: int = 0
     trace_memory: bool = False  # debug aid: SIGUSR1 prints the top allocation sites
+
+    def image_allowed(self, image: str) -> bool:
+        return image == self.worker_image or any(fnmatch.fnmatchcase(image, p) for p in self.allowed_images)
 
     @property
     def clusterwide(self) -> bool:
@@ -166,6 +174,14 @@ def _flag(raw: str) -> bool:
     raise ValueError("expected 1/true/yes/on or 0/false/no/off")
 
 
+def _patterns(raw: str) -> tuple[str, ...]:
+    """Comma-separated image patterns (`registry.example/geo/*@sha256:*`); none may be empty or spaced."""
+    items = tuple(p.strip() for p in raw.split(","))
+    if any(not p or any(c.isspace() for c in p) for p in items):
+        raise ValueError("expected comma-separated image patterns such as 'registry.example/geo/worker:*'")
+    return items
+
+
 _SERVICE_ACCOUNT = _matching(_DNS_SUBDOMAIN, "a ServiceAccount name (DNS-1123 subdomain)")
 
 
@@ -182,6 +198,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("worker_image", "TERRASNAP_WORKER_IMAGE", _word("a container image reference without spaces")),
     Setting("image_pull_policy", "TERRASNAP_IMAGE_PULL_POLICY", _choice(PULL_POLICIES)),
     Setting("worker_service_account", "TERRASNAP_WORKER_SERVICE_ACCOUNT", _SERVICE_ACCOUNT),
+    Setting("allowed_images", "TERRASNAP_ALLOWED_IMAGES", _patterns),
+    Setting("allow_insecure_sources", "TERRASNAP_ALLOW_INSECURE_SOURCES", _flag),
     Setting("gc_service_account", "TERRASNAP_GC_SERVICE_ACCOUNT", _SERVICE_ACCOUNT),
     Setting("job_ttl_seconds", "TERRASNAP_JOB_TTL_SECONDS", _integer(0)),
     Setting("active_deadline_seconds", "TERRASNAP_JOB_DEADLINE_SECONDS", _integer(1)),

@@ -21,7 +21,12 @@ INVALID_GEOMETRY = policy_schema.INVALID_GEOMETRY_CHOICES
 
 
 class SpecError(ValueError):
-    """A spec the operator cannot act on; the message goes into the Ready condition."""
+    """A spec the operator cannot act on; the message goes into the Ready condition, `reason` is its reason
+    (InvalidSpec for what the CRD should have refused; a policy of the operator's names itself)."""
+
+    def __init__(self, message: str, reason: str = "InvalidSpec") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _str(data: Mapping[str, Any], key: str, default: str | None = None) -> str | None:

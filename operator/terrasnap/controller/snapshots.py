@@ -63,7 +63,7 @@ def reconcile_snapshot(ctx: Context, obj: dict[str, Any], now: str, *, created: 
         store = StoreSpec.from_dict(store_obj.get("spec"))
         plan = plan_job(obj, store_name, store, ctx.config)
     except SpecError as exc:
-        _write_invalid(ctx, path, generation, "InvalidSpec", str(exc), now)
+        _write_invalid(ctx, path, generation, exc.reason, str(exc), now)
         return
 
     if st.is_settled(obj.get("status"), generation, plan.name):

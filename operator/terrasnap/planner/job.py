@@ -90,6 +90,9 @@ def pipeline_args() -> list[str]:
     return ["pipeline", "run", "--workdir", WORKSPACE, "--result-file", RESULT_FILE]
 
 
+INSECURE_GIT_PREFIXES = ("file://", "http://")
+
+
 def pod_failure_policy(containers: Sequence[str] = (FETCH_CONTAINER, PIPELINE_CONTAINER, CONTAINER)) -> Manifest:
     """Rejected data and usage errors fail the Job at once; infrastructure errors count against
     backoffLimit; evictions and preemptions (DisruptionTarget) are retried without counting. One rule per
@@ -106,6 +109,20 @@ def pod_failure_policy(containers: Sequence[str] = (FETCH_CONTAINER, PIPELINE_CO
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
         ]
     }
+
+
+def check_policy(spec: SnapshotSpec, config: OperatorConfig) -> None:
+    """The operator's own rules on top of the CRD's: the images it runs and the sources it fetches.
+    Raises SpecError with reason ImageNotAllowed or InsecureSource."""
+    if spec.image and not config.image_allowed(spec.image):
+        allowed = ", ".join([config.worker_image, *config.allowed_images])
+        raise SpecError(f"spec.image {spec.image!r} is not allowed by the operator (allowed: {allowed}; "
+                        "TERRASNAP_ALLOWED_IMAGES)", reason="ImageNotAllowed")
+    git = spec.source.git
+    if git is not None and not config.allow_insecure_sources and git.url.startswith(INSECURE_GIT_PREFIXES):
+        raise SpecError(f"source.git.url {git.url!r}: file:// and http:// are refused (a node's files, an "
+                        "unauthenticated plain-text fetch); use https://, or run the operator with "
+                        "TERRASNAP_ALLOW_INSECURE_SOURCES=1 on a development cluster", reason="InsecureSource")
 
 
 def plan_job(
@@ -126,6 +143,7 @@ def plan_job(
                         f"(it is the value of the {LABEL_STORE} label on the Job and its pods)")
     raw_spec = snapshot.get("spec") or {}
     spec = SnapshotSpec.from_dict(raw_spec)
+    check_policy(spec, config)
     retry = (meta.get("annotations") or {}).get(ANNOTATION_RETRY) or None
     hash_ = names.spec_hash(meta["uid"], raw_spec, retry)
     job_name = names.job_name(name, generation, hash_)
