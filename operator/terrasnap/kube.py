@@ -316,3 +316,7 @@ def service_accounts_path(namespace: str) -> str:
 
 def events_path(namespace: str) -> str:
     return f"/api/v1/namespaces/{_q(namespace)}/events"
+
+
+def namespace_path(name: str) -> str:
+    return f"/api/v1/namespaces/{_q(name)}"

@@ -26,6 +26,7 @@ OPERATOR_CLUSTER_RULES = {
     ("", "serviceaccounts"): {"create"},
     ("", "events"): {"create"},
     ("", "secrets"): {"create", "delete"},
+    ("", "namespaces"): {"get", "list", "watch"},  # labels, for SnapshotStores' allowedNamespaces
 }
 GC_CLUSTER_RULES = {
     ("terrasnap.io", "datasetsnapshots"): {"list"},

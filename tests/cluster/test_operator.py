@@ -559,6 +559,35 @@ def test_store_gets_gc_cronjob(cluster: Cluster, operator: Operator, store: Call
     )  # fmt: skip
 
 
+def test_a_store_limited_by_selector_refuses_other_namespaces_until_one_is_labelled(
+    cluster: Cluster, operator: Operator, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    """allowedNamespaces.from: Selector — a snapshot outside it: NamespaceNotAllowed, an Event, no Job and no
+    copy of the store's Secret; labelling the namespace starts the snapshot without restarting anything."""
+    key = json.dumps({"type": "service_account", "client_email": "x@y.z"})
+    secret = f"key-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "secret", "generic", secret, f"--from-literal=key.json={key}",
+                    namespace=operator.system_namespace)  # fmt: skip
+    tenant = f"geo-{uuid.uuid4().hex[:6]}"
+    store_name = store(credentials={"secretRef": {"name": secret}}, allowedNamespaces={
+        "from": "Selector", "selector": {"matchLabels": {"terrasnap.io/tenant": tenant}}})  # fmt: skip
+    cluster.apply(snapshot_manifest("outsider", store_name, git_repo, backoffLimit=0), namespace=ns)
+    obj = wait_for(
+        lambda: (o := dsnap(cluster, ns, "outsider")) and ready(o).get("reason") == "NamespaceNotAllowed" and o,
+        60, what="NamespaceNotAllowed",
+    )  # fmt: skip
+    assert ns in ready(obj)["message"] and store_name in ready(obj)["message"]
+    assert "NamespaceNotAllowed" in [e["reason"] for e in events_for(cluster, ns, "outsider")]
+    time.sleep(3)  # nothing is created later either
+    assert not jobs_of(cluster, ns, "outsider")
+    assert cluster.get("secrets", namespace=ns)["items"] == []
+
+    cluster.kubectl("label", "namespace", ns, f"terrasnap.io/tenant={tenant}")
+    (job,) = wait_for(lambda: jobs_of(cluster, ns, "outsider"), 60, interval=0.5, what="the Job after labelling")
+    assert ready(dsnap(cluster, ns, "outsider")).get("reason") != "NamespaceNotAllowed"
+    assert job["metadata"]["labels"]["terrasnap.io/store"] == store_name
+
+
 def test_an_image_the_operator_does_not_allow_is_refused(
     cluster: Cluster, ns: str, store: Callable[..., str], git_repo: Path
 ) -> None:

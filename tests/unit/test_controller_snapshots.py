@@ -223,3 +223,53 @@ def test_a_status_write_that_keeps_conflicting_raises(cluster: FakeCluster) -> N
 
     with pytest.raises(KubeError, match="kept changing"):
         cluster.update_status(path, compute, attempts=3)
+
+
+# -- SnapshotStore.spec.allowedNamespaces -----------------------------------------------------------------
+
+
+def _limit_store(cluster: FakeCluster) -> None:
+    cluster.edit_spec(k.store_path("main"), {"allowedNamespaces": {
+        "from": "Selector", "selector": {"matchLabels": {"terrasnap.io/tenant": "geo"}}}})  # fmt: skip
+
+
+def _reason(obj: dict[str, Any]) -> str:
+    (ready,) = [c for c in obj["status"]["conditions"] if c["type"] == "Ready"]
+    return str(ready["reason"])
+
+
+def test_a_namespace_the_store_does_not_select_gets_no_job_and_no_secret(cluster: FakeCluster, ctx: Context) -> None:
+    _limit_store(cluster)
+    ns = cluster.put("/api/v1/namespaces", {"metadata": {"name": NS, "labels": {"team": "other"}}})
+    obj = new_snapshot(cluster)
+    snapshots.reconcile_snapshot(ctx, obj, T0, created=True)
+    assert _reason(fresh(cluster)) == "NamespaceNotAllowed" and jobs(cluster) == []
+    assert cluster.items(k.secrets_path(NS)) == [] and cluster.items(k.service_accounts_path(NS)) == []
+    assert ("Warning", "NamespaceNotAllowed") in [(t, r) for t, r, _ in cluster.events(NS, "buildings")]
+
+    # an unrelated watch event changes nothing; labelling the namespace runs the snapshot
+    snapshots.namespace_changed(ctx, ns, T1)
+    assert jobs(cluster) == []
+    snapshots.namespace_changed(ctx, {"metadata": {"name": NS, "labels": {"terrasnap.io/tenant": "geo"}}}, T1)
+    (job,) = jobs(cluster)
+    assert fresh(cluster)["status"]["phase"] == "Pending" and job["metadata"]["namespace"] == NS
+
+
+def test_allowed_namespaces_default_to_all_and_selectors_follow_the_apiserver() -> None:
+    from terrasnap.api.models import AllowedNamespaces, SpecError, StoreSpec
+    from terrasnap.api.selectors import label_selector_matches as m
+
+    assert StoreSpec.from_dict({"url": "gs://a/b"}).allowed_namespaces.allows(None)
+    sel = {"matchLabels": {"a": "1"}, "matchExpressions": [
+        {"key": "tier", "operator": "In", "values": ["gold", "silver"]},
+        {"key": "frozen", "operator": "DoesNotExist"}]}  # fmt: skip
+    assert m(sel, {"a": "1", "tier": "gold"}) and not m(sel, {"a": "1", "tier": "bronze"})
+    assert not m(sel, {"a": "1", "tier": "gold", "frozen": ""}) and not m(sel, {"tier": "gold"})
+    assert m({}, {}) and m({"matchExpressions": [{"key": "x", "operator": "NotIn", "values": ["y"]}]}, {})
+    assert not m({"matchExpressions": [{"key": "x", "operator": "Exists"}]}, {"y": "x"})
+    # the empty selector selects every namespace, as everywhere in Kubernetes
+    assert AllowedNamespaces.from_dict({"from": "Selector", "selector": {}}).allows(None)
+    with pytest.raises(SpecError, match="selector is required"):
+        AllowedNamespaces.from_dict({"from": "Selector"})
+    with pytest.raises(SpecError, match="must be one of All, Selector"):
+        AllowedNamespaces.from_dict({"from": "Same"})

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from terrasnap.api import contract
+from terrasnap.api import contract, selectors
 from terrasnap.api import policy as policy_schema
 from terrasnap.api.durations import parse_duration
 
@@ -322,12 +322,44 @@ class GCPolicy:
         return policy
 
 
+NAMESPACES_FROM = ("All", "Selector")
+SELECTOR_OPERATORS = ("In", "NotIn", "Exists", "DoesNotExist")
+
+
+@dataclass(frozen=True)
+class AllowedNamespaces:
+    """Which namespaces' DatasetSnapshots may use a store (Gateway API's `allowedRoutes.namespaces`)."""
+
+    from_: str = "All"
+    selector: Mapping[str, Any] = field(default_factory=dict)  # a metav1.LabelSelector
+
+    def allows(self, namespace_labels: Mapping[str, str] | None) -> bool:
+        return self.from_ == "All" or selectors.label_selector_matches(self.selector, namespace_labels)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AllowedNamespaces:
+        from_ = _str(data, "from", "All") or "All"
+        if from_ not in NAMESPACES_FROM:
+            raise SpecError(f"allowedNamespaces.from must be one of {', '.join(NAMESPACES_FROM)}")
+        selector = _mapping(data, "selector")
+        if from_ == "Selector" and "selector" not in data:
+            raise SpecError("allowedNamespaces.selector is required when from is Selector")
+        for expr in selector.get("matchExpressions") or ():
+            op = expr.get("operator") if isinstance(expr, Mapping) else None
+            if op not in SELECTOR_OPERATORS:
+                raise SpecError(f"allowedNamespaces.selector: operator must be one of {', '.join(SELECTOR_OPERATORS)}")
+            if (op in ("In", "NotIn")) != bool(expr.get("values")):
+                raise SpecError("allowedNamespaces.selector: In and NotIn need values; Exists and DoesNotExist take none")
+        return cls(from_=from_, selector=dict(selector))
+
+
 @dataclass(frozen=True)
 class StoreSpec:
     url: str
     endpoint: str | None = None
     credentials: SecretKeyRef | None = None
     gc: GCPolicy = field(default_factory=GCPolicy)
+    allowed_namespaces: AllowedNamespaces = field(default_factory=AllowedNamespaces)
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any] | None) -> StoreSpec:
@@ -345,7 +377,8 @@ class StoreSpec:
                 key=_str(creds, "key", "key.json") or "key.json",
                 namespace=_str(creds, "namespace") or None,
             )
-        return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")))
+        return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")),
+                   allowed_namespaces=AllowedNamespaces.from_dict(_mapping(spec, "allowedNamespaces")))
 
 
 def _check_resources(resources: Mapping[str, Any]) -> None:

@@ -38,6 +38,7 @@ class Context:
     service_accounts: set[str] = field(default_factory=set)  # namespaces with the worker SA ensured
     stores: dict[str, dict[str, Any]] = field(default_factory=dict)  # SnapshotStores seen by the watch
     seen_jobs: dict[str, tuple[str, int]] = field(default_factory=dict)  # Job uid → (state, failed pods)
+    namespaces: dict[str, dict[str, str]] = field(default_factory=dict)  # Namespace → labels (the watch's)
 
     def announce(self, obj: Mapping[str, Any], events: list[Event]) -> None:
         """Post Events about `obj` (messages redacted: no credentials in URLs reach an Event)."""
@@ -53,6 +54,18 @@ class Context:
         if found is not None:
             self.stores[name] = found
         return found
+
+    def namespace_labels(self, name: str) -> dict[str, str] | None:
+        """A Namespace's labels from the watch's cache, else from the apiserver; None if it does not exist."""
+        cached = self.namespaces.get(name)
+        if cached is not None:
+            return cached
+        found = self.client.get(k.namespace_path(name))
+        if found is None:
+            return None
+        labels = dict((found.get("metadata") or {}).get("labels") or {})
+        self.namespaces[name] = labels
+        return labels
 
     def copy_secret(self, copy: SecretCopy, labels: Mapping[str, str], owner: dict[str, Any]) -> bool:
         """Create (or refresh, after a rotation) the copy of a store Secret: only its one key. False if the

@@ -13,7 +13,8 @@ API verbs used (for the chart's RBAC):
 - core secrets: get (the Secrets stores name: existence check, and the source of copies), create +
   delete (per-Job copies in snapshot namespaces, the GC copy in the operator's namespace) — the copies only
   when a store's Secret lives in another namespace than the pod that mounts it.
-- core namespaces: list, watch — only with namespace globs (`-n 'team-*'`); not cluster-wide.
+- core namespaces: get, list, watch (their labels, for SnapshotStores' allowedNamespaces; kopf also lists
+  them to match namespace globs such as `-n 'team-*'`).
 """
 
 from __future__ import annotations
@@ -165,6 +166,19 @@ def observe_job(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
     except Exception:
         metrics.RECONCILE_ERRORS.labels(resource="jobs").inc()
         log.exception("observing Job %s failed", (body.get("metadata") or {}).get("name"))
+
+
+# --- Namespaces ---------------------------------------------------------------------------------------------
+
+
+@kopf.on.event("", "v1", "namespaces")
+def track_namespace(event: Mapping[str, Any], body: kopf.Body, **_: Any) -> None:
+    """Namespace labels for stores' allowedNamespaces; a relabelled namespace's refused snapshots run again."""
+    try:
+        snapshots.namespace_changed(context(), _plain(body), cond.now(), deleted=event.get("type") == "DELETED")
+    except Exception:
+        metrics.RECONCILE_ERRORS.labels(resource="namespaces").inc()
+        log.exception("reacting to namespace %s failed", (body.get("metadata") or {}).get("name"))
 
 
 # --- SnapshotStore -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from terrasnap import kube as k
+from terrasnap.api import conditions as cond
 from terrasnap.api import selectors
 from terrasnap.api.constants import (
     FAILED,
@@ -61,6 +62,17 @@ def reconcile_snapshot(ctx: Context, obj: dict[str, Any], now: str, *, created: 
         raise Retry(f"SnapshotStore {store_name!r} not found", delay=15)
     try:
         store = StoreSpec.from_dict(store_obj.get("spec"))
+    except SpecError as exc:
+        message = f"SnapshotStore {store_name!r} is invalid: {exc}"
+        _write_invalid(ctx, path, generation, "StoreNotReady", message, now)
+        raise Retry(message, delay=60) from exc
+    if not store.allowed_namespaces.allows(ctx.namespace_labels(namespace)):
+        # No Job and no Secret; relabelling the namespace reconciles again (namespace_changed).
+        message = (f"SnapshotStore {store_name!r} does not allow namespace {namespace!r} "
+                   f"(its spec.allowedNamespaces selects namespaces by label)")
+        _write_invalid(ctx, path, generation, NAMESPACE_NOT_ALLOWED, message, now)
+        return
+    try:
         plan = plan_job(obj, store_name, store, ctx.config)
     except SpecError as exc:
         _write_invalid(ctx, path, generation, exc.reason, str(exc), now)
@@ -94,6 +106,29 @@ def reconcile_snapshot(ctx: Context, obj: dict[str, Any], now: str, *, created: 
         path, lambda fresh: st.planned(fresh.get("status"), generation, plan.name, now), current=obj
     )
     _announce(ctx, result)
+
+
+NAMESPACE_NOT_ALLOWED = "NamespaceNotAllowed"
+
+
+def namespace_changed(ctx: Context, namespace: Mapping[str, Any], now: str, *, deleted: bool = False) -> None:
+    """Keep the Namespace label cache; when a namespace's labels change, reconcile its snapshots that a
+    store refused (NamespaceNotAllowed), so labelling a namespace is picked up without a restart."""
+    meta = namespace.get("metadata") or {}
+    name = meta.get("name") or ""
+    if deleted:
+        ctx.namespaces.pop(name, None)
+        return
+    labels = dict(meta.get("labels") or {})
+    before = ctx.namespaces.get(name)
+    ctx.namespaces[name] = labels
+    if before is None or before == labels:
+        return  # first sight (startup or a new namespace: its snapshots are reconciled on their own) or no change
+    for snapshot in ctx.client.list(k.snapshot_path(name), ctx.config.selector):
+        ready = cond.get_condition((snapshot.get("status") or {}).get("conditions"), "Ready") or {}
+        if ready.get("reason") == NAMESPACE_NOT_ALLOWED:
+            log.info("namespace %s relabelled: reconciling %s", name, snapshot["metadata"]["name"])
+            reconcile_snapshot(ctx, snapshot, now)
 
 
 def supersede(ctx: Context, obj: Mapping[str, Any], plan: JobPlan) -> None:
