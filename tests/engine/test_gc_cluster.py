@@ -31,7 +31,7 @@ def test_roots_current_plus_retained_history() -> None:
         _snap("c", "s3", "other", "Succeeded", "x0", [("x0", _ago(0))]),
         _snap("d", "s4", "main", "Pending", None, []),
     ]
-    got = roots_from_snapshots(snaps, "main", keep_last=2, keep_within=timedelta(days=90), now=NOW)
+    got = roots_from_snapshots(snaps, "main", "gs://main/dvc", keep_last=2, keep_within=timedelta(days=90), now=NOW)
     # s1: m0, m1 by last=2 (and within), m2..m4 older than 90d and beyond last → dropped
     # s2: n0 current; entries without a usable time are always kept
     assert got.roots == ["m0", "m1", "n0", "n1", "n2"]
@@ -40,8 +40,20 @@ def test_roots_current_plus_retained_history() -> None:
 
 def test_within_keeps_more_than_last() -> None:
     snaps = [_snap("a", "s", "main", "Succeeded", "m0", [("m0", _ago(0)), ("m1", _ago(5)), ("m2", _ago(6))])]
-    got = roots_from_snapshots(snaps, "main", keep_last=1, keep_within=timedelta(days=7), now=NOW)
+    got = roots_from_snapshots(snaps, "main", "gs://main/dvc", keep_last=1, keep_within=timedelta(days=7), now=NOW)
     assert got.roots == ["m0", "m1", "m2"]
+
+
+def test_roots_belong_to_a_store_by_uri_not_by_the_current_spec_store() -> None:
+    """A snapshot that once published into this store (or one of another store on the same URL) keeps its
+    manifests here; a URI of another store is not a root, and a prefix of the URL is not inside it."""
+    inside, outside, lookalike = "gs://main/dvc/terrasnap/manifests/a/s/1", "gs://x/m", "gs://main/dvc2/m"
+    snaps = [
+        _snap("a", "moved", "other", "Succeeded", outside, [(outside, _ago(0)), (inside, _ago(1))]),
+        _snap("b", "elsewhere", "other", "Running", lookalike, []),
+    ]
+    got = roots_from_snapshots(snaps, "main", "gs://main/dvc/", keep_last=5, keep_within=timedelta(days=7), now=NOW)
+    assert got.roots == [inside] and got.snapshots == 1 and got.inflight == []
 
 
 def test_last_gc_status_matches_the_crd_fields() -> None:

@@ -1,8 +1,8 @@
 """Cluster mode of `terrasnap gc --store NAME`: roots from DatasetSnapshots, summary to the SnapshotStore.
 
-Roots of store NAME: for every DatasetSnapshot (all namespaces) whose spec.store is NAME, its current
-status.manifest.uri and its status.history entries retained by the store's spec.gc.keep (the newest `last`
-entries, and every entry completed within `within`). The cluster's DatasetSnapshots are all the roots there
+Roots of store NAME: for every DatasetSnapshot (all namespaces), its current status.manifest.uri and its
+status.history entries retained by the store's spec.gc.keep (the newest `last` entries, and every entry
+completed within `within`) — those inside the store's URL, and all of those of NAME's own snapshots. The cluster's DatasetSnapshots are all the roots there
 are, so GC runs with roots_complete=True: manifest folders no root names (and older than the grace) go too.
 In-flight snapshots (phase Pending/Running) are protected by their registrations in the store; they are
 counted in the report. Any doubt (a list call failing, an unknown root) fails closed in run_gc.
@@ -46,33 +46,52 @@ def _parse_time(text: Any) -> datetime | None:
 
 
 def roots_from_snapshots(
-    snapshots: Iterable[Mapping[str, Any]], store_name: str, keep_last: int, keep_within: timedelta, now: datetime
+    snapshots: Iterable[Mapping[str, Any]],
+    store_name: str,
+    store_url: str,
+    keep_last: int,
+    keep_within: timedelta,
+    now: datetime,
 ) -> ClusterRoots:
-    """Pure: the manifest URIs GC must keep for `store_name`. An entry whose age is unknown is kept."""
+    """Pure: the manifest URIs GC must keep for the store. An entry whose age is unknown is kept.
+
+    A root belongs to the store by its URI, not by the snapshot's current spec.store: every retained manifest
+    of every DatasetSnapshot that lies inside the store's URL is a root (a snapshot that once used this store,
+    another store on the same URL). The store's own snapshots' URIs are roots wherever they point (one that
+    names no manifest of the store is reported as missing)."""
+    inside = store_url.rstrip("/") + "/"
     roots: set[str] = set()
     inflight: list[str] = []
     count = 0
     for obj in snapshots:
-        spec = obj.get("spec") or {}
-        if spec.get("store") != store_name:
-            continue
-        count += 1
+        own = (obj.get("spec") or {}).get("store") == store_name
         meta = obj.get("metadata") or {}
         status = obj.get("status") or {}
-        if status.get("phase") in INFLIGHT_PHASES:
+        retained = _retained(status, keep_last, keep_within, now)
+        mine = {u for u in retained if own or u.startswith(inside)}
+        if not own and not mine:
+            continue
+        count += 1
+        roots |= mine
+        if own and status.get("phase") in INFLIGHT_PHASES:
             inflight.append(f"{meta.get('namespace', '')}/{meta.get('name', '')}")
-        current = (status.get("manifest") or {}).get("uri")
-        if current:
-            roots.add(str(current))
-        history = [h for h in status.get("history") or [] if isinstance(h, Mapping) and h.get("manifest")]
-        # newest first; entries without a time sort first (kept by `last`) and are kept by `within` too
-        history.sort(key=lambda h: _parse_time(h.get("completedAt")) or datetime.max.replace(tzinfo=UTC),
-                     reverse=True)
-        for i, entry in enumerate(history):
-            done = _parse_time(entry.get("completedAt"))
-            if i < keep_last or done is None or now - done <= keep_within:
-                roots.add(str(entry["manifest"]))
     return ClusterRoots(roots=sorted(roots), inflight=sorted(inflight), snapshots=count)
+
+
+def _retained(status: Mapping[str, Any], keep_last: int, keep_within: timedelta, now: datetime) -> set[str]:
+    """The current manifest and the history entries the keep policy retains."""
+    kept: set[str] = set()
+    current = (status.get("manifest") or {}).get("uri")
+    if current:
+        kept.add(str(current))
+    history = [h for h in status.get("history") or [] if isinstance(h, Mapping) and h.get("manifest")]
+    # newest first; entries without a time sort first (kept by `last`) and are kept by `within` too
+    history.sort(key=lambda h: _parse_time(h.get("completedAt")) or datetime.max.replace(tzinfo=UTC), reverse=True)
+    for i, entry in enumerate(history):
+        done = _parse_time(entry.get("completedAt"))
+        if i < keep_last or done is None or now - done <= keep_within:
+            kept.add(str(entry["manifest"]))
+    return kept
 
 
 def _kube() -> Any:
@@ -140,7 +159,9 @@ def run_cluster_gc(
             listed = custom.list_cluster_custom_object(GROUP, VERSION, SNAPSHOTS)
         except client.exceptions.ApiException as exc:
             raise GCFailedClosed(f"listing DatasetSnapshots: {exc.status} {exc.reason}; nothing deleted") from exc
-        roots = roots_from_snapshots(listed.get("items", []), store_name, spec.gc.keep.last, keep_within, started)
+        roots = roots_from_snapshots(
+            listed.get("items", []), store_name, spec.url, spec.gc.keep.last, keep_within, started
+        )
         store = Store.from_url(spec.url, endpoint or spec.endpoint)
         store.check_reachable()
         report = run_gc(store, roots.roots, grace=grace_td, dry_run=dry, roots_complete=True, skip_missing_roots=True)
