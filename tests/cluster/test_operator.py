@@ -559,6 +559,32 @@ def test_store_gets_gc_cronjob(cluster: Cluster, operator: Operator, store: Call
     )  # fmt: skip
 
 
+def test_a_second_store_on_the_same_url_is_not_ready_and_its_snapshots_wait(
+    cluster: Cluster, operator: Operator, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    """Two stores on one bucket prefix would GC each other's snapshots: the newer is StoreConflict, its GC
+    CronJob suspended, its snapshots get no Job; the older one goes on."""
+    first = store()
+    url = cluster.get("snapshotstore", first)["spec"]["url"]
+    twin = f"tsop-{uuid.uuid4().hex[:8]}"
+    cluster.apply({"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore",
+                   "metadata": {"name": twin, "labels": {RUN_LABEL: RUN_ID}},
+                   "spec": {"url": url + "/", "endpoint": cluster.get("snapshotstore", first)["spec"]["endpoint"]}})
+    try:
+        obj = wait_for(lambda: (o := cluster.get("snapshotstore", twin)) and ready(o).get("reason") == "StoreConflict"
+                       and o, 60, what="StoreConflict")  # fmt: skip
+        assert f"SnapshotStore {first!r}" in ready(obj)["message"]
+        ref = obj["status"]["cronJob"]
+        assert cluster.get("cronjob", ref["name"], namespace=ref["namespace"])["spec"]["suspend"] is True
+        assert ready(cluster.get("snapshotstore", first))["status"] == "True"
+        cluster.apply(snapshot_manifest("twinned", twin, git_repo), namespace=ns)
+        wait_for(lambda: ready(dsnap(cluster, ns, "twinned")).get("reason") == "StoreConflict", 60,
+                 what="the snapshot to wait")  # fmt: skip
+        assert not jobs_of(cluster, ns, "twinned")
+    finally:
+        cluster.kubectl("delete", "snapshotstore", twin, "--wait=false", check=False)
+
+
 def test_a_store_limited_by_selector_refuses_other_namespaces_until_one_is_labelled(
     cluster: Cluster, operator: Operator, ns: str, store: Callable[..., str], git_repo: Path
 ) -> None:

@@ -273,3 +273,18 @@ def test_allowed_namespaces_default_to_all_and_selectors_follow_the_apiserver() 
         AllowedNamespaces.from_dict({"from": "Selector"})
     with pytest.raises(SpecError, match="must be one of All, Selector"):
         AllowedNamespaces.from_dict({"from": "Same"})
+
+
+def test_a_snapshot_of_a_conflicting_store_gets_no_job(cluster: FakeCluster, ctx: Context) -> None:
+    """The newer of two stores on one URL pushes nothing: its snapshots wait with StoreConflict."""
+    from terrasnap.controller import stores
+
+    for name, created in (("main", "2026-01-01T00:00:00Z"), ("twin", "2026-02-01T00:00:00Z")):
+        stores.remember_store(ctx, {"metadata": {"name": name, "creationTimestamp": created},
+                                    "spec": {"url": "gs://acme/dvc/"}})  # fmt: skip
+    obj = new_snapshot(cluster, store="twin")
+    with pytest.raises(Retry, match="same URL as SnapshotStore 'main'"):
+        snapshots.reconcile_snapshot(ctx, obj, T0, created=True)
+    assert _reason(fresh(cluster)) == "StoreConflict" and jobs(cluster) == []
+    snapshots.reconcile_snapshot(ctx, new_snapshot(cluster, "other"), T0, created=True)  # main's run
+    assert len(jobs(cluster)) == 1

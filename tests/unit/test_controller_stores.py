@@ -126,7 +126,38 @@ def test_an_invalid_store_spec_is_reported_without_a_cronjob(cluster: FakeCluste
 def test_the_store_cache_follows_the_watch(cluster: FakeCluster, ctx: Context) -> None:
     obj = new_store(cluster)
     stores.remember_store(ctx, obj)
-    assert ctx.store("main") == {"metadata": {"name": "main"}, "spec": obj["spec"]}
+    created = obj["metadata"].get("creationTimestamp")
+    assert ctx.store("main") == {"metadata": {"name": "main", "creationTimestamp": created}, "spec": obj["spec"]}
     stores.remember_store(ctx, obj, deleted=True)
     cluster.delete(k.store_path("main"))
     assert ctx.store("main") is None
+
+
+def test_a_second_store_on_the_same_or_a_nested_url_is_not_ready_and_its_gc_is_suspended(
+    cluster: FakeCluster, ctx: Context
+) -> None:
+    from terrasnap.planner.store_status import overlapping_store
+
+    def store(name: str, url: str, created: str, endpoint: str | None = None) -> dict[str, Any]:
+        spec = {"url": url, **({"endpoint": endpoint} if endpoint else {})}
+        return {"metadata": {"name": name, "creationTimestamp": created}, "spec": spec}
+
+    old = store("old", "gs://acme/dvc", "2026-01-01T00:00:00Z")
+    for url in ("gs://acme/dvc/", "gs://acme", "gs://acme/dvc/team-a"):
+        assert "SnapshotStore 'old'" in (overlapping_store(store("new", url, "2026-02-01T00:00:00Z"), [old]) or "")
+        assert overlapping_store(old, [store("new", url, "2026-02-01T00:00:00Z")]) is None  # the older one works
+    assert overlapping_store(store("new", "gs://acme/dvc2", "2026-02-01T00:00:00Z"), [old]) is None
+    assert overlapping_store(store("new", "gs://acme/dvc", "2026-02-01T00:00:00Z", "http://emu:4443"), [old]) is None
+
+    first = new_store(cluster)
+    stores.reconcile_store(ctx, first, T0)
+    second = cluster.put(k.store_path(), {**first, "metadata": {"name": "twin"}})
+    with pytest.raises(Retry, match="the same URL as SnapshotStore 'main'"):
+        stores.reconcile_store(ctx, second, T1)
+    got = cluster.get(k.store_path("twin"))
+    assert got is not None
+    (ready,) = [c for c in got["status"]["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "StoreConflict")
+    cronjob = cluster.get(k.cronjobs_path(CONFIG.namespace, got["status"]["cronJob"]["name"]))
+    assert cronjob is not None and cronjob["spec"]["suspend"] is True
+    stores.reconcile_store(ctx, first, T2)  # the first store is not disturbed

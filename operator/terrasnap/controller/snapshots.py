@@ -28,6 +28,7 @@ from terrasnap.controller import metrics
 from terrasnap.controller.context import Context, Retry, track_phase
 from terrasnap.planner import results
 from terrasnap.planner import status as st
+from terrasnap.planner import store_status
 from terrasnap.planner.common import owner_reference
 from terrasnap.planner.job import (
     CONTAINER,
@@ -66,6 +67,11 @@ def reconcile_snapshot(ctx: Context, obj: dict[str, Any], now: str, *, created: 
         message = f"SnapshotStore {store_name!r} is invalid: {exc}"
         _write_invalid(ctx, path, generation, "StoreNotReady", message, now)
         raise Retry(message, delay=60) from exc
+    conflict = store_status.overlapping_store(store_obj, ctx.stores.values())
+    if conflict is not None:
+        message = f"SnapshotStore {store_name!r} is not Ready: {conflict}"
+        _write_invalid(ctx, path, generation, "StoreConflict", message, now)
+        raise Retry(message, delay=120)
     if not store.allowed_namespaces.allows(ctx.namespace_labels(namespace)):
         # No Job and no Secret; relabelling the namespace reconciles again (namespace_changed).
         message = (f"SnapshotStore {store_name!r} does not allow namespace {namespace!r} "

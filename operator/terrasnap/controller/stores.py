@@ -22,7 +22,8 @@ def remember_store(ctx: Context, obj: Mapping[str, Any], deleted: bool = False) 
     if deleted:
         ctx.stores.pop(name, None)
     else:
-        ctx.stores[name] = {"metadata": {"name": name}, "spec": dict(obj.get("spec") or {})}
+        created = (obj.get("metadata") or {}).get("creationTimestamp")
+        ctx.stores[name] = {"metadata": {"name": name, "creationTimestamp": created}, "spec": dict(obj.get("spec") or {})}
 
 
 def reconcile_store(ctx: Context, obj: dict[str, Any], now: str) -> None:
@@ -30,6 +31,11 @@ def reconcile_store(ctx: Context, obj: dict[str, Any], now: str) -> None:
     name = obj["metadata"]["name"]
     generation = int(obj["metadata"].get("generation") or 1)
     path = k.store_path(name)
+    # Every store on the cluster (other installations' too): an older one on an overlapping URL wins.
+    conflict = ss.overlapping_store(obj, ctx.client.list(k.store_path()))
+    if conflict is not None:
+        spec = dict(obj.get("spec") or {})
+        obj = {**obj, "spec": {**spec, "gc": {**(spec.get("gc") or {}), "suspend": True}}}
     try:
         plan = plan_gc_cronjob(obj, ctx.config)
     except SpecError as exc:
@@ -63,6 +69,9 @@ def reconcile_store(ctx: Context, obj: dict[str, Any], now: str) -> None:
                 {"metadata": {"labels": plan.manifest["metadata"]["labels"]}, "spec": plan.manifest["spec"]},
             )
             log.info("updated GC CronJob %s/%s", plan.namespace, plan.name)
+    if conflict is not None:
+        _write(ctx, path, generation, ss.store_conflict(conflict, plan.namespace, plan.name), now)
+        raise Retry(conflict, delay=120)  # until the older store is gone
     spec = plan.manifest["spec"]
     _write(
         ctx,

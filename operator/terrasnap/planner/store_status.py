@@ -9,7 +9,7 @@ Ready's status or reason changes. `status.lastGC` belongs to the GC run and is c
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,33 @@ def credentials_not_found(namespace: str | None, name: str, key: str) -> StoreOu
         reason="CredentialsNotFound",
         message=f"credentials Secret {where} has no key {key!r} (or does not exist)",
     )
+
+
+def store_conflict(message: str, namespace: str, name: str) -> StoreOutcome:
+    """Its GC CronJob exists, suspended, until the older store is gone."""
+    return StoreOutcome(ok=False, reason="StoreConflict", message=message,
+                        cronjob={"namespace": namespace, "name": name})
+
+
+def overlapping_store(store: Mapping[str, Any], others: Iterable[Mapping[str, Any]]) -> str | None:
+    """Pure: why `store` must not run, if an older SnapshotStore (by creationTimestamp, then name) has the
+    same or a nested URL on the same endpoint — each store's GC would delete the other's snapshots. None
+    when it is the oldest of its group, so exactly one store of a group works."""
+    meta, spec = store.get("metadata") or {}, store.get("spec") or {}
+    url = str(spec.get("url") or "").rstrip("/") + "/"
+    key = (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+    for other in others:
+        ometa, ospec = other.get("metadata") or {}, other.get("spec") or {}
+        if ometa.get("name") == meta.get("name") or ospec.get("endpoint") != spec.get("endpoint"):
+            continue
+        ourl = str(ospec.get("url") or "").rstrip("/") + "/"
+        okey = (str(ometa.get("creationTimestamp") or ""), str(ometa.get("name") or ""))
+        if (url.startswith(ourl) or ourl.startswith(url)) and okey < key:
+            how = "the same URL as" if url == ourl else "a URL nested with that of"
+            return (f"url {spec.get('url')} has {how} SnapshotStore {ometa.get('name')!r} ({ospec.get('url')}): "
+                    "their GCs would delete each other's snapshots. This store pushes nothing and its GC is "
+                    "suspended; delete it, or give it a URL of its own")
+    return None
 
 
 def store_status(
