@@ -25,7 +25,6 @@ OPERATOR_CLUSTER_RULES = {
     ("", "pods"): {"list"},
     ("", "serviceaccounts"): {"create"},
     ("", "events"): {"create"},
-    ("", "secrets"): {"create", "delete"},
     ("", "namespaces"): {"get", "list", "watch"},  # labels, for SnapshotStores' allowedNamespaces
 }
 GC_CLUSTER_RULES = {
@@ -178,6 +177,17 @@ def test_operator_cluster_role_is_exactly_what_the_operator_uses(default):
     binding = h.one(default, "ClusterRoleBinding", "terrasnap-operator")
     assert binding["roleRef"]["name"] == "terrasnap-operator"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "terrasnap", "namespace": SYSTEM}]
+
+
+def test_no_cluster_wide_secret_writes_unless_stores_share_credentials(default):
+    """Snapshot pods get no copy of a store's key by default, so the operator needs no Secret writes outside
+    its namespace; rbac.credentialCopies (for credentials.shareWithNamespaces) adds exactly create/delete."""
+    cluster_roles = [o for o in default if o["kind"] == "ClusterRole"]
+    assert not [r for o in cluster_roles for r in o["rules"] if "secrets" in r["resources"]]
+    role = h.one(default, "Role", "terrasnap-operator")
+    assert {"create", "delete"} <= grants(role["rules"])[("", "secrets")]
+    sharing = h.one(h.template({"rbac": {"credentialCopies": True}}), "ClusterRole", "terrasnap-operator")
+    assert grants(sharing["rules"]) == {**OPERATOR_CLUSTER_RULES, ("", "secrets"): {"create", "delete"}}
 
 
 def test_operator_reads_secrets_only_in_its_namespace_by_default(default):

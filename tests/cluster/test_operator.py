@@ -414,8 +414,8 @@ def test_operator_killed_mid_job_converges(
 def test_secrets_never_leak(
     cluster: Cluster, operator: Operator, ns: str, store: Callable[..., str], git_repo: Path
 ) -> None:
-    """The store's Secret (in the operator's namespace) is copied for the Job and mounted, the git token is a
-    secretKeyRef; neither value appears in status, events, Job/pod specs or the operator's log."""
+    """A store that shares its Secret (in the operator's namespace) has it copied for the Job and mounted, the
+    git token is a secretKeyRef; neither value appears in status, events, Job/pod specs or the operator's log."""
     key_marker = f"KEYMARKER{uuid.uuid4().hex}"
     token_marker = f"TOKENMARKER{uuid.uuid4().hex}"
     key = json.dumps({"type": "service_account", "private_key": key_marker, "client_email": "x@y.z"})
@@ -423,7 +423,9 @@ def test_secrets_never_leak(
                     namespace=operator.system_namespace)  # fmt: skip
     cluster.kubectl("create", "secret", "generic", "git-token", f"--from-literal=token={token_marker}",
                     namespace=ns)  # fmt: skip
-    store_name = store(credentials={"secretRef": {"name": "gcs-key"}})
+    # the opt-in that copies the store's key (credentials.shareWithNamespaces, only with a Selector)
+    store_name = store(credentials={"secretRef": {"name": "gcs-key"}, "shareWithNamespaces": True},
+                       allowedNamespaces={"from": "Selector", "selector": {"matchLabels": {"terrasnap.io/test": "true"}}})
     manifest = snapshot_manifest("secretive", store_name, git_repo, backoffLimit=0)
     manifest["spec"]["source"]["git"]["credentialsSecret"] = {"name": "git-token"}
     cluster.apply(manifest, namespace=ns)
@@ -461,6 +463,43 @@ def test_secrets_never_leak(
     ]
     for text in seen:
         assert key_marker not in text and token_marker not in text
+
+
+@pytest.mark.timeout(2 * ENGINE_RUN)
+def test_a_tenant_with_edit_rights_reaches_no_store_or_gc_credential(
+    cluster: Cluster, operator: Operator, ns: str, store: Callable[..., str], git_repo: Path
+) -> None:
+    """A ServiceAccount bound to `edit` in its namespace (impersonated): it cannot read the GC's key in the
+    operator's namespace, nor run a pod there to mount it, and a snapshot in its namespace leaves no copy
+    there to mount — the snapshot pod mounts the namespace's own Secret (snapshotSecretRef) only."""
+    system = operator.system_namespace
+    gc_key = f"gc-key-{uuid.uuid4().hex[:6]}"
+    cluster.kubectl("create", "secret", "generic", gc_key, "--from-literal=key.json={}", namespace=system)
+    cluster.kubectl("create", "secret", "generic", "store-writer", "--from-literal=key.json={}", namespace=ns)
+    cluster.kubectl("create", "serviceaccount", "dev", namespace=ns)
+    cluster.kubectl("create", "rolebinding", "dev-edit", "--clusterrole=edit", f"--serviceaccount={ns}:dev",
+                    namespace=ns)  # fmt: skip
+    dev = f"--as=system:serviceaccount:{ns}:dev"
+
+    def can(verb: str, what: str, namespace: str) -> str:
+        return str(cluster.kubectl("auth", "can-i", verb, what, dev, namespace=namespace, check=False).stdout.strip())
+
+    assert can("create", "pods", ns) == can("get", "secrets", ns) == "yes"  # edit is real
+    for verb, what in (("get", f"secret/{gc_key}"), ("list", "secrets"), ("create", "pods"), ("create", "jobs")):
+        assert can(verb, what, system) == "no", (verb, what)
+    denied = cluster.kubectl("get", "secret", gc_key, "-o", "json", dev, namespace=system, check=False)
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower()
+
+    store_name = store(credentials={"secretRef": {"name": gc_key},
+                                    "snapshotSecretRef": {"name": "store-writer"}})  # fmt: skip
+    cluster.apply(snapshot_manifest("tenant", store_name, git_repo), namespace=ns)
+    (job,) = wait_for(lambda: jobs_of(cluster, ns, "tenant"), 60, interval=0.5, what="the Job")
+    obj = wait_phase(cluster, ns, "tenant", ("Succeeded", "Failed"))
+    assert obj["status"]["phase"] == "Succeeded", ready(obj)
+    pod = job["spec"]["template"]["spec"]
+    secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert secrets == {"store-writer"} and gc_key not in json.dumps(job)
+    assert [s["metadata"]["name"] for s in cluster.get("secrets", namespace=ns)["items"]] == ["store-writer"]
 
 
 def test_invalid_resources_are_refused(cluster: Cluster, crds: None, ns: str) -> None:

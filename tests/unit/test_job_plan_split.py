@@ -9,8 +9,8 @@ from terrasnap.planner import job as jobplan
 from terrasnap.planner.job import plan_job
 from tests.unit.test_planner_job import CONFIG, snapshot
 
-STORE = StoreSpec.from_dict({"url": "gs://acme/dvc", "credentials": {"secretRef": {"namespace": "ml-data",
-                                                                                     "name": "store-sa"}}})
+STORE = StoreSpec.from_dict({"url": "gs://acme/dvc", "credentials": {"secretRef": {"name": "gc-sa"},
+                                                                     "snapshotSecretRef": {"name": "store-sa"}}})
 
 
 def _pod(source: dict[str, Any]) -> dict[str, Any]:

@@ -191,9 +191,31 @@ def test_git_token_comes_from_a_secret_ref_never_a_value() -> None:
     }
 
 
-def test_store_credentials_copied_from_another_namespace() -> None:
+SHARING = {"url": "gs://acme/dvc", "credentials": {"secretRef": {"name": "gcs-sa"}, "shareWithNamespaces": True},
+           "allowedNamespaces": {"from": "Selector", "selector": {"matchLabels": {"team": "geo"}}}}
+
+
+def test_the_gc_key_never_reaches_a_snapshot_pod_unless_the_store_shares_it() -> None:
     store = StoreSpec.from_dict({"url": "gs://acme/dvc", "credentials": {"secretRef": {"name": "gcs-sa"}}})
     plan = plan_job(snapshot(), "main", store, CONFIG)
+    pod = plan.manifest["spec"]["template"]["spec"]
+    assert plan.secret_copy is None and not [v for v in pod["volumes"] if "secret" in v]
+    assert "GOOGLE_APPLICATION_CREDENTIALS" not in {e["name"] for c in pod["containers"] for e in c["env"]}
+
+
+@pytest.mark.parametrize("spec", [
+    {**SHARING, "allowedNamespaces": {"from": "All"}},
+    {**SHARING, "allowedNamespaces": {}},
+    {**SHARING, "credentials": {"shareWithNamespaces": True}},
+    {**SHARING, "credentials": {**SHARING["credentials"], "snapshotSecretRef": {"name": "x"}}},
+])  # fmt: skip
+def test_sharing_the_key_needs_a_selector(spec: dict[str, Any]) -> None:
+    with pytest.raises(SpecError, match="shareWithNamespaces"):
+        StoreSpec.from_dict(spec)
+
+
+def test_store_credentials_copied_when_the_store_shares_them() -> None:
+    plan = plan_job(snapshot(), "main", StoreSpec.from_dict(SHARING), CONFIG)
     assert plan.secret_copy is not None
     assert plan.secret_copy.source_namespace == "terrasnap-system"
     assert plan.secret_copy.namespace == "ml-data"
@@ -208,20 +230,16 @@ def test_store_credentials_copied_from_another_namespace() -> None:
     assert mount["readOnly"] is True
 
 
-def test_store_credentials_in_the_same_namespace_are_mounted_directly() -> None:
-    store = StoreSpec.from_dict(
-        {
-            "url": "gs://a/b",
-            "credentials": {"secretRef": {"namespace": "ml-data", "name": "sa", "key": "k.json"}},
-        }
-    )
+def test_snapshot_credentials_come_from_the_snapshots_own_namespace() -> None:
+    store = StoreSpec.from_dict({"url": "gs://a/b", "credentials": {
+        "secretRef": {"name": "gc-key"}, "snapshotSecretRef": {"name": "sa", "key": "k.json"}}})  # fmt: skip
     plan = plan_job(snapshot(), "main", store, CONFIG)
     assert plan.secret_copy is None
-    volume = [
-        v for v in plan.manifest["spec"]["template"]["spec"]["volumes"] if v["name"] == "store-credentials"
-    ]
-    assert volume[0]["secret"]["secretName"] == "sa"
-    assert volume[0]["secret"]["items"] == [{"key": "k.json", "path": "credentials.json"}]
+    pod = plan.manifest["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "store-credentials"]
+    assert volume["secret"]["secretName"] == "sa"
+    assert volume["secret"]["items"] == [{"key": "k.json", "path": "credentials.json"}]
+    assert "store-credentials" not in {m["name"] for c in pod["initContainers"] for m in c["volumeMounts"]}
 
 
 def test_volume_source_mounted_read_only() -> None:

@@ -360,6 +360,17 @@ class StoreSpec:
     credentials: SecretKeyRef | None = None
     gc: GCPolicy = field(default_factory=GCPolicy)
     allowed_namespaces: AllowedNamespaces = field(default_factory=AllowedNamespaces)
+    # Snapshot pods' credentials: a Secret of this name in each snapshot's own namespace (create and read
+    # rights), or — explicitly, with a Selector only — copies of `credentials` (the GC's key); else none
+    # (workload identity of the worker ServiceAccount, or anonymous).
+    snapshot_credentials: SecretKeyRef | None = None
+    share_credentials: bool = False
+
+    def snapshot_secret(self) -> SecretKeyRef | None:
+        """What a snapshot pod mounts (namespace None: the pod's own), or None."""
+        if self.snapshot_credentials is not None:
+            return self.snapshot_credentials
+        return self.credentials if self.share_credentials else None
 
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any] | None) -> StoreSpec:
@@ -377,8 +388,19 @@ class StoreSpec:
                 key=_str(creds, "key", "key.json") or "key.json",
                 namespace=_str(creds, "namespace") or None,
             )
+        creds_spec = _mapping(spec, "credentials")
+        snap = _mapping(creds_spec, "snapshotSecretRef") if creds_spec.get("snapshotSecretRef") else None
+        snapshot_ref = None
+        if snap is not None:
+            snapshot_ref = SecretKeyRef(name=_required(snap, "name", "credentials.snapshotSecretRef"),
+                                        key=_str(snap, "key", "key.json") or "key.json")
+        share = bool(creds_spec.get("shareWithNamespaces", False))
+        allowed = AllowedNamespaces.from_dict(_mapping(spec, "allowedNamespaces"))
+        if share and (ref is None or allowed.from_ != "Selector" or snapshot_ref is not None):
+            raise SpecError("credentials.shareWithNamespaces copies secretRef into snapshot namespaces: it needs "
+                            "secretRef, allowedNamespaces.from: Selector, and no snapshotSecretRef")
         return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")),
-                   allowed_namespaces=AllowedNamespaces.from_dict(_mapping(spec, "allowedNamespaces")))
+                   allowed_namespaces=allowed, snapshot_credentials=snapshot_ref, share_credentials=share)
 
 
 def _check_resources(resources: Mapping[str, Any]) -> None:

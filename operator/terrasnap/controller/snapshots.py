@@ -90,7 +90,16 @@ def reconcile_snapshot(ctx: Context, obj: dict[str, Any], now: str, *, created: 
         supersede(ctx, obj, plan)
     if plan.secret_copy is not None:
         owner = owner_reference(obj, controller=False)
-        if not ctx.copy_secret(plan.secret_copy, plan.labels, owner):
+        try:
+            copied = ctx.copy_secret(plan.secret_copy, plan.labels, owner)
+        except k.KubeError as exc:
+            if exc.status != 403:
+                raise
+            message = (f"the operator may not create Secrets in namespace {namespace!r} to share the store's "
+                       "credentials (chart: rbac.credentialCopies=true)")
+            _write_invalid(ctx, path, generation, "CredentialsNotFound", message, now)
+            raise Retry(message, delay=60) from exc
+        if not copied:
             source = f"{plan.secret_copy.source_namespace}/{plan.secret_copy.source_name}"
             message = f"store credentials Secret {source} not found"
             _write_invalid(ctx, path, generation, "CredentialsNotFound", message, now)

@@ -213,9 +213,10 @@ def plan_job(
     env = base_env(store.endpoint)
     mounts: list[Manifest] = [{"name": "state", "mountPath": STATE_DIR, "readOnly": True},
                               {"name": "private", "mountPath": PRIVATE_DIR}]
+    #    Never the GC's key unless the store shares it (credentials.shareWithNamespaces, Selector only).
     copy, cred_volumes, cred_mounts, cred_env = credentials(
-        store.credentials,
-        default_namespace=config.namespace,
+        store.snapshot_secret(),
+        default_namespace=namespace if store.snapshot_credentials is not None else config.namespace,
         pod_namespace=namespace,
         copy_name=names.store_secret_name(job_name),
     )
