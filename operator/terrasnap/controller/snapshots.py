@@ -26,9 +26,8 @@ from terrasnap.api.constants import (
 from terrasnap.api.models import SpecError, StoreSpec
 from terrasnap.controller import metrics
 from terrasnap.controller.context import Context, Retry, track_phase
-from terrasnap.planner import results
+from terrasnap.planner import results, store_status
 from terrasnap.planner import status as st
-from terrasnap.planner import store_status
 from terrasnap.planner.common import owner_reference
 from terrasnap.planner.job import (
     CONTAINER,
