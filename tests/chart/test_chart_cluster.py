@@ -204,6 +204,9 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
                                f"--as=system:serviceaccount:{namespace}:{release}", check=False).stdout.strip() == "no"
         assert cluster.kubectl("auth", "can-i", "list", "secrets", "-n", data_namespace,
                                f"--as=system:serviceaccount:{namespace}:{release}", check=False).stdout.strip() == "no"
+        # no Secret writes outside its namespace (no store here shares its key: rbac.credentialCopies is off)
+        assert cluster.kubectl("auth", "can-i", "create", "secrets", "-n", data_namespace,
+                               f"--as=system:serviceaccount:{namespace}:{release}", check=False).stdout.strip() == "no"
 
         # The store: the operator reads the credentials Secret and keeps the GC CronJob in its namespace.
         cronjob = f"terrasnap-gc-{store_name}"
