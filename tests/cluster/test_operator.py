@@ -605,7 +605,8 @@ def test_a_second_store_on_the_same_url_is_not_ready_and_its_snapshots_wait(
     CronJob suspended, its snapshots get no Job; the older one goes on."""
     first = store()
     url = cluster.get("snapshotstore", first)["spec"]["url"]
-    twin = f"tsop-{uuid.uuid4().hex[:8]}"
+    # Created within the same second, the two are ordered by name: the twin's sorts after the first's.
+    twin = f"{first}-twin"
     cluster.apply({"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore",
                    "metadata": {"name": twin, "labels": {RUN_LABEL: RUN_ID}},
                    "spec": {"url": url + "/", "endpoint": cluster.get("snapshotstore", first)["spec"]["endpoint"]}})
