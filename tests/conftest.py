@@ -11,7 +11,11 @@ import pytest
 
 os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
-from tests.support import fakegcs
+from tests.support import fakegcs, motos3
+
+# The engine runs in this process: it reads S3 keys as AWS's clients do (moto accepts any).
+for _key, _value in motos3.TEST_CREDENTIALS.items():
+    os.environ.setdefault(_key, _value)
 
 
 @pytest.fixture(scope="session")
@@ -31,16 +35,35 @@ def gcs_bucket(gcs: fakegcs.FakeGCS) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[motos3.MotoS3]:
+    server = motos3.start(tmp_path_factory.mktemp("moto") / "moto.log")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3: motos3.MotoS3) -> str:
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(name)
+    return name
+
+
 @pytest.fixture
 def file_store(tmp_path: Path) -> str:
     return f"file://{tmp_path / 'store'}"
 
 
-@pytest.fixture(params=["file", "gs"])
+@pytest.fixture(params=["file", "gs", "s3"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str | None]]:
     """(url, endpoint) for each real store kind."""
     if request.param == "file":
         yield f"file://{tmp_path / 'store'}", None
+    elif request.param == "s3":
+        s3: motos3.MotoS3 = request.getfixturevalue("s3")
+        yield f"s3://{request.getfixturevalue('s3_bucket')}/dvc", s3.endpoint
     else:
         server: fakegcs.FakeGCS = request.getfixturevalue("gcs")
         bucket = request.getfixturevalue("gcs_bucket")

@@ -158,7 +158,7 @@ def test_operator_and_engine_take_the_same_subdirectories(path: str) -> None:
 
 
 def _cel_prefixes(rule: str) -> set[str]:
-    return set(re.findall(r"startsWith\('([a-z]+://)/?'\)", rule))
+    return set(re.findall(r"startsWith\('([a-z0-9]+://)/?'\)", rule))
 
 
 def test_the_crds_url_rules_name_the_contracts_schemes() -> None:
@@ -168,7 +168,7 @@ def test_the_crds_url_rules_name_the_contracts_schemes() -> None:
     store_rule = _crd("snapshotstores")["properties"]["spec"]["properties"]["url"]["x-kubernetes-validations"][0]
     assert _cel_prefixes(git_rule) == {f"{s}://" for s in contract.GIT_SCHEMES}
     assert _cel_prefixes(bucket_rule) == {f"{s}://" for s in contract.BUCKET_SCHEMES}
-    assert set(re.findall(r"startsWith\('([a-z]+:///?)'\)", store_rule["rule"])) == set(contract.STORE_PREFIXES)
+    assert set(re.findall(r"startsWith\('([a-z0-9]+:///?)'\)", store_rule["rule"])) == set(contract.STORE_PREFIXES)
     assert {p.split(":")[0] for p in contract.STORE_PREFIXES} == set(contract.STORE_SCHEMES)
     for where in (source["git"]["properties"]["path"], source["volume"]["properties"]["path"]):
         assert where["x-kubernetes-validations"][0]["rule"] == '!self.contains("..")'  # as check_subpath

@@ -283,3 +283,14 @@ def test_retry_annotation_gives_the_same_generation_a_new_job() -> None:
     assert first.name == plan_job(retried, "main", STORE, CONFIG).name
     retried["metadata"]["annotations"]["terrasnap.io/retry"] = "1700000001"
     assert plan_job(retried, "main", STORE, CONFIG).name != first.name
+
+
+def test_an_s3_store_gets_aws_credentials_file_and_region_the_way_aws_clients_read_them() -> None:
+    store = StoreSpec.from_dict({"url": "s3://acme/dvc", "region": "eu-west-1", "credentials": {
+        "secretRef": {"name": "gc"}, "snapshotSecretRef": {"name": "aws-writer", "key": "credentials"}}})  # fmt: skip
+    pod = plan_job(snapshot(), "main", store, CONFIG).manifest["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == "/var/run/secrets/terrasnap/store/credentials.json"
+    assert env["AWS_REGION"] == "eu-west-1" and "GOOGLE_APPLICATION_CREDENTIALS" not in env
+    with pytest.raises(SpecError, match="s3:// stores only"):
+        StoreSpec.from_dict({"url": "gs://acme/dvc", "region": "eu-west-1"})

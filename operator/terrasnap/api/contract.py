@@ -110,8 +110,9 @@ SOURCE_CREDENTIALS_DIR = "/var/run/secrets/terrasnap/source"
 # TERRASNAP_GIT_TOKEN), and a command that worked on a laptop must work in the cluster.
 GIT_SCHEMES = ("https", "http", "file")
 BUCKET_SCHEMES = ("gs",)  # s3:// is not supported yet
-STORE_SCHEMES = ("gs", "file")  # engine/store.py; a file store must be absolute (file:///path)
-STORE_PREFIXES = ("gs://", "file:///")
+# engine/store.py; a file store must be absolute (file:///path). DVC's own URL forms: s3://bucket/prefix.
+STORE_SCHEMES = ("gs", "s3", "file")
+STORE_PREFIXES = ("gs://", "s3://", "file:///")
 
 
 def _prefixes(schemes: tuple[str, ...]) -> tuple[str, ...]:
@@ -164,7 +165,7 @@ def check_bucket_url(url: str) -> str:
 def check_store_url(url: str) -> str:
     """A store (DVC remote) URL."""
     if not isinstance(url, str) or not url.startswith(STORE_PREFIXES):
-        raise ValueError(f"must start with {_spelled(STORE_PREFIXES)} (s3:// is not supported yet)")
+        raise ValueError(f"must start with {_spelled(STORE_PREFIXES)} (azure:// is not supported yet)")
     _plain(url)
     if len(url) > STORE_URL_MAX:
         raise ValueError(f"must be at most {STORE_URL_MAX} characters (the Job's result must hold four URIs in it)")

@@ -365,6 +365,15 @@ class StoreSpec:
     # (workload identity of the worker ServiceAccount, or anonymous).
     snapshot_credentials: SecretKeyRef | None = None
     share_credentials: bool = False
+    region: str | None = None  # s3:// only (AWS_REGION for the pods)
+
+    @property
+    def scheme(self) -> str:
+        return self.url.split("://", 1)[0]
+
+    def provider_env(self) -> list[dict[str, str]]:
+        """Non-secret settings each provider's clients read from the environment."""
+        return [{"name": "AWS_REGION", "value": self.region}] if self.region else []
 
     def snapshot_secret(self) -> SecretKeyRef | None:
         """What a snapshot pod mounts (namespace None: the pod's own), or None."""
@@ -399,8 +408,14 @@ class StoreSpec:
         if share and (ref is None or allowed.from_ != "Selector" or snapshot_ref is not None):
             raise SpecError("credentials.shareWithNamespaces copies secretRef into snapshot namespaces: it needs "
                             "secretRef, allowedNamespaces.from: Selector, and no snapshotSecretRef")
+        region = _str(spec, "region") or None
+        if region is not None and not url.startswith("s3://"):
+            raise SpecError("region is for s3:// stores only")
+        if region is not None and not re.match(r"^[a-z0-9-]{1,32}$", region):
+            raise SpecError("region must look like us-east-1")
         return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")),
-                   allowed_namespaces=allowed, snapshot_credentials=snapshot_ref, share_credentials=share)
+                   allowed_namespaces=allowed, snapshot_credentials=snapshot_ref, share_credentials=share,
+                   region=region)
 
 
 def _check_resources(resources: Mapping[str, Any]) -> None:

@@ -76,6 +76,14 @@ def init_project(workdir: Path, store: Store, cache: Path) -> None:
         if creds and not store.endpoint:
             # The path to the mounted Secret goes into the local config, never its contents.
             local = [f"['remote \"{REMOTE}\"']", f"    credentialpath = {creds}"]
+    if store.scheme == "s3":
+        # Keys, session tokens and web identity come from botocore's chain (AWS_* variables, IRSA): never
+        # written into the config. Single-part uploads up to 5 GiB keep ETag == md5 (verify reads less).
+        if store.endpoint:
+            lines.append(f"    endpointurl = {store.endpoint}")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if region:
+            lines.append(f"    region = {region}")
     (workdir / ".dvc" / "config").write_text("\n".join(lines) + "\n")
     if local:
         (workdir / ".dvc" / "config.local").write_text("\n".join(local) + "\n")

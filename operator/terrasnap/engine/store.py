@@ -1,4 +1,4 @@
-"""The store: a plain DVC remote (file:// or gs://) plus terrasnap's own prefix beside the objects.
+"""The store: a plain DVC remote (file://, gs:// or s3://) plus terrasnap's own prefix beside the objects.
 
 Everything that talks to the bucket goes through `Store`, so the engine, fetch and GC agree on the
 layout (docs/contracts.md) and on how errors are reported.
@@ -25,11 +25,14 @@ GC_PREFIX = "terrasnap/gc"
 SUPPORTED_SCHEMES = contract.STORE_SCHEMES
 
 
-def endpoint_from_env() -> str | None:
-    """The emulator endpoint, if any: ours first, then the one Google's own clients honour."""
+def endpoint_from_env(scheme: str = "gs") -> str | None:
+    """The emulator (or S3-compatible) endpoint, if any: ours first, then the one each provider's own
+    clients honour (STORAGE_EMULATOR_HOST for Google's, AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL for AWS's)."""
     explicit = os.environ.get("TERRASNAP_STORE_ENDPOINT")
     if explicit:
         return explicit
+    if scheme == "s3":
+        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     if emulator:
         return emulator if "://" in emulator else f"http://{emulator}"
@@ -52,6 +55,21 @@ def _gcs_filesystem(endpoint: str | None) -> Any:
     return fsspec.filesystem("gs", token=creds or "google_default", skip_instance_cache=True)
 
 
+def _s3_filesystem(endpoint: str | None) -> Any:
+    """s3fs with botocore's own credential chain (AWS_* variables, a shared credentials file, IRSA / EKS Pod
+    Identity's web identity token) and region (AWS_REGION / AWS_DEFAULT_REGION)."""
+    kwargs: dict[str, Any] = {"skip_instance_cache": True}
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        kwargs["client_kwargs"] = {"region_name": region}
+    return fsspec.filesystem("s3", **kwargs)
+
+
+_FILESYSTEMS: dict[str, Callable[[str | None], Any]] = {"gs": _gcs_filesystem, "s3": _s3_filesystem}
+
+
 class Store:
     """A DVC remote at `url`; paths given to methods are relative to the store root."""
 
@@ -60,10 +78,12 @@ class Store:
         if parsed.scheme not in SUPPORTED_SCHEMES:
             raise UsageError(
                 f"store {url!r}: unsupported scheme {parsed.scheme or '(none)'!r}; "
-                f"use file:///absolute/path or gs://bucket/prefix"
+                f"use file:///absolute/path, gs://bucket/prefix or s3://bucket/prefix"
             )
         self.scheme = parsed.scheme
-        self.endpoint = endpoint if endpoint is not None else (endpoint_from_env() if parsed.scheme == "gs" else None)
+        self.endpoint = endpoint if endpoint is not None else (
+            endpoint_from_env(parsed.scheme) if parsed.scheme != "file" else None
+        )
         if parsed.scheme == "file":
             if parsed.netloc not in ("", "localhost"):
                 raise UsageError(f"store {url!r}: file:// URLs must be absolute (file:///path)")
@@ -73,7 +93,7 @@ class Store:
             if not parsed.netloc:
                 raise UsageError(f"store {url!r}: no bucket name")
             self.root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
-            self.fs = _gcs_filesystem(self.endpoint)
+            self.fs = _FILESYSTEMS[parsed.scheme](self.endpoint)
         self.url = url.rstrip("/")
 
     @classmethod
@@ -206,6 +226,8 @@ class Store:
         """Like delete_many, in as few round trips as the backend allows (GCS: batch requests of 100 on
         Google, 5 concurrent DELETEs on emulators). Missing objects are not failures. (Added for GC.)"""
         rels = list(rels)
+        if self.scheme == "s3" and rels:
+            return self._delete_s3(rels)
         if self.scheme != "gs" or not rels:
             return self.delete_many(rels)
         from fsspec.asyn import sync
@@ -223,6 +245,29 @@ class Store:
                 failures.append((rel, f"{type(result).__name__}: {result}"))
         if len(results) < len(rels):
             failures.extend((rel, "no result from the batch delete") for rel in rels[len(results) :])
+        return failures
+
+    def _delete_s3(self, rels: list[str]) -> list[tuple[str, str]]:
+        """S3 DeleteObjects, 1,000 keys a call; a key that is already gone is no error there. Each call's
+        per-key errors are reported, never raised."""
+        from fsspec.asyn import sync
+
+        bucket, _, prefix = self.root.partition("/")
+        failures: list[tuple[str, str]] = []
+        for start in range(0, len(rels), 1000):
+            chunk = rels[start : start + 1000]
+            keys = {posixpath.join(prefix, rel) if prefix else rel: rel for rel in chunk}
+            request = {"Objects": [{"Key": key} for key in keys], "Quiet": True}
+            try:
+                answer = sync(self.fs.loop, self.fs._call_s3, "delete_objects", Bucket=bucket, Delete=request)
+            except Exception as exc:
+                failures.extend((rel, f"{type(exc).__name__}: {exc}") for rel in chunk)
+                continue
+            for error in answer.get("Errors") or ():
+                rel = keys.get(str(error.get("Key")), str(error.get("Key")))
+                if error.get("Code") != "NoSuchKey":
+                    failures.append((rel, f"{error.get('Code')}: {error.get('Message')}"))
+        self.fs.invalidate_cache()
         return failures
 
     def list_prefix(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -303,11 +348,18 @@ def _gcs_md5(info: dict[str, Any]) -> str | None:
     return raw.hex() if len(raw) == 16 else None
 
 
+def _s3_md5(info: dict[str, Any]) -> str | None:
+    """The ETag of a single-part upload without SSE-KMS is the object's md5; a multipart ETag (`<hex>-N`) is
+    not, and such an object is read back instead. An SSE-KMS ETag is 32 hex that is not the md5: a stored
+    md5 that disagrees is always confirmed by reading the object back (verify.check_object)."""
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"').lower()
+    return etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None
+
+
 # The md5 a store computed itself, from an fsspec `info()` dict, per scheme. A scheme missing here is
-# verified by reading the object back. To add later: s3 (the ETag of a single-part, non-KMS upload is the
-# md5; a multipart ETag has a "-N" suffix and is not) and az (`content_settings.content_md5`, set only when
-# the uploader sent one).
-STORE_CHECKSUMS: dict[str, Callable[[dict[str, Any]], str | None]] = {"gs": _gcs_md5}
+# verified by reading the object back. To add later: az (`content_settings.content_md5`, set only when the
+# uploader sent one).
+STORE_CHECKSUMS: dict[str, Callable[[dict[str, Any]], str | None]] = {"gs": _gcs_md5, "s3": _s3_md5}
 
 
 def find_local_strict(base: str) -> dict[str, dict[str, Any]]:
@@ -361,10 +413,12 @@ def _mtime(info: dict[str, Any]) -> float | None:
     """Modification time from an fsspec info dict: a number (local files) or ISO text (GCS)."""
     from datetime import datetime
 
-    for key in ("mtime", "created", "updated"):
+    for key in ("mtime", "created", "updated", "LastModified", "last_modified"):
         value = info.get(key)
         if isinstance(value, int | float):
             return float(value)
+        if isinstance(value, datetime):  # s3fs and adlfs give datetimes
+            return value.timestamp()
         if value:
             try:
                 return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()

@@ -52,7 +52,8 @@ def check_object(store: Store, oid: str, *, size: int | None = None, sha256: str
         if meta is None:
             return ObjectCheck(oid, "missing", "", f"{rel} does not exist")
         got_size, got_md5 = meta
-    if got_md5 is None:
+    # No stored md5, or one that disagrees: the bytes decide (an S3 ETag under SSE-KMS is not the md5).
+    if got_md5 is None or got_md5 != expected_md5(oid):
         digests = store.read_digests(rel)
         if digests is None:
             return ObjectCheck(oid, "missing", "", f"{rel} does not exist")

@@ -83,8 +83,13 @@ class SecretCopy:
     name: str
 
 
+# The variable each provider's own clients read a credentials file from: a GCS service-account key, or an
+# AWS shared credentials file (INI, `[default] aws_access_key_id = ...`).
+CREDENTIALS_FILE_ENV = {"gs": "GOOGLE_APPLICATION_CREDENTIALS", "s3": "AWS_SHARED_CREDENTIALS_FILE"}
+
+
 def credentials(
-    ref: SecretKeyRef | None, *, default_namespace: str, pod_namespace: str, copy_name: str
+    ref: SecretKeyRef | None, *, default_namespace: str, pod_namespace: str, copy_name: str, scheme: str = "gs"
 ) -> tuple[SecretCopy | None, list[Manifest], list[Manifest], list[Manifest]]:
     """How a pod in `pod_namespace` gets the store's credentials file.
 
@@ -111,7 +116,8 @@ def credentials(
         }
     ]
     mounts = [{"name": CREDENTIALS_VOLUME, "mountPath": CREDENTIALS_DIR, "readOnly": True}]
-    env = [{"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}"}]
+    variable = CREDENTIALS_FILE_ENV.get(scheme, CREDENTIALS_FILE_ENV["gs"])
+    env = [{"name": variable, "value": f"{CREDENTIALS_DIR}/{CREDENTIALS_FILE}"}]
     return copy, volumes, mounts, env
 
 

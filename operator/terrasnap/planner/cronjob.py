@@ -56,7 +56,9 @@ def plan_gc_cronjob(store_obj: Mapping[str, Any], config: OperatorConfig) -> Cro
         default_namespace=config.namespace,
         pod_namespace=config.namespace,
         copy_name=names.gc_secret_name(store_name),
+        scheme=store.scheme,
     )
+    cred_env = [*cred_env, *store.provider_env()]
     volumes += cred_volumes
     mounts += cred_mounts
     env += cred_env

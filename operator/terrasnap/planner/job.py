@@ -219,7 +219,9 @@ def plan_job(
         default_namespace=namespace if store.snapshot_credentials is not None else config.namespace,
         pod_namespace=namespace,
         copy_name=names.store_secret_name(job_name),
+        scheme=store.scheme,
     )
+    cred_env = [*cred_env, *store.provider_env()]
     volumes += cred_volumes
     mounts += cred_mounts
     env += cred_env
