@@ -31,6 +31,7 @@ from terrasnap.engine.store import INFLIGHT_PREFIX, Store
 from tests.cluster.test_operator import (  # noqa: F401  (fixtures: operator, crds, ns, store, git_repo)
     ENGINE_RUN,
     RUN_ID,
+    RUN_LABEL,
     Operator,
     _git,
     crds,
@@ -43,7 +44,7 @@ from tests.cluster.test_operator import (  # noqa: F401  (fixtures: operator, cr
     wait_phase,
 )
 from tests.controlplane.testing import Cluster, wait_for
-from tests.support import fakegcs
+from tests.support import fakegcs, motos3
 
 pytestmark = [pytest.mark.cluster, pytest.mark.gcs]
 
@@ -123,7 +124,25 @@ def _dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=300)  # fmt: skip
 
 
+def _s3_store(cluster: Cluster, operator: Operator, ns: str, s3: motos3.MotoS3, gc: dict[str, Any]) -> str:
+    """An s3:// SnapshotStore on moto: the GC's key in the operator's namespace, the writers' in the
+    snapshot's, both AWS shared credentials files (moto takes any keys)."""
+    bucket, name = f"b-{uuid.uuid4().hex[:10]}", f"tsop-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(bucket)
+    ini = "[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n"
+    for namespace, secret in ((operator.system_namespace, f"{name}-gc"), (ns, "aws-writer")):
+        cluster.kubectl("create", "secret", "generic", secret, f"--from-literal=credentials={ini}",
+                        namespace=namespace)  # fmt: skip
+    cluster.apply({"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore",
+                   "metadata": {"name": name, "labels": {RUN_LABEL: RUN_ID}},
+                   "spec": {"url": f"s3://{bucket}/dvc", "endpoint": s3.endpoint, "region": "us-east-1", "gc": gc,
+                            "credentials": {"secretRef": {"name": f"{name}-gc", "key": "credentials"},
+                                            "snapshotSecretRef": {"name": "aws-writer", "key": "credentials"}}}})
+    return name
+
+
 @pytest.mark.timeout(3 * ENGINE_RUN)
+@pytest.mark.parametrize("kind", ["gs", "s3"])
 def test_gc_cronjob_collects_a_deleted_snapshot(
     cluster: Cluster,
     operator: Operator,
@@ -133,10 +152,17 @@ def test_gc_cronjob_collects_a_deleted_snapshot(
     git_repo: Path,
     gcs: fakegcs.FakeGCS,
     tmp_path: Path,
+    kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    # gracePeriod 0s, the smallest the CRD's pattern accepts: fake-gcs-server cannot backdate objects, so an
+    # gracePeriod 0s, the smallest the CRD's pattern accepts: the emulators cannot backdate objects, so an
     # honest "older than the grace" needs a zero grace. suspend: only our Job runs (the schedule never fires).
-    store_name = store(gc={"gracePeriod": "0s", "suspend": True, "keep": {"last": 1}})
+    gc = {"gracePeriod": "0s", "suspend": True, "keep": {"last": 1}}
+    if kind == "s3":
+        s3: motos3.MotoS3 = request.getfixturevalue("s3")
+        store_name, endpoint = _s3_store(cluster, operator, ns, s3, gc), s3.endpoint
+    else:
+        store_name, endpoint = store(gc=gc), gcs.endpoint
     store_obj = wait_for(
         lambda: (o := cluster.get("snapshotstore", store_name)) and ready(o).get("status") == "True" and o, 60,
         what="store Ready with its CronJob",
@@ -144,7 +170,7 @@ def test_gc_cronjob_collects_a_deleted_snapshot(
     cron = store_obj["status"]["cronJob"]
     assert cron["namespace"] == operator.system_namespace
     url = str(store_obj["spec"]["url"])
-    st = Store.from_url(url, gcs.endpoint)
+    st = Store.from_url(url, endpoint)
 
     # Two snapshots of one repository: "kept" at v1, "gone" at v2 (v1 + NOTES.txt), so they share objects.
     cluster.apply([snapshot_manifest("kept", store_name, git_repo, revision="v1"),
@@ -230,9 +256,9 @@ def test_gc_cronjob_collects_a_deleted_snapshot(
     proj.mkdir()
     for fname in ("dvc.yaml", "dvc.lock", "raw.dvc"):
         (proj / fname).write_bytes(st.read_bytes(f"{kept_folder}/{fname}"))
+    anonymous = [("remote", "modify", "s", "allow_anonymous_login", "true")] if kind == "gs" else []
     for args in (("init", "--no-scm"), ("remote", "add", "-d", "s", url),
-                 ("remote", "modify", "s", "endpointurl", gcs.endpoint),
-                 ("remote", "modify", "s", "allow_anonymous_login", "true"), ("pull",)):  # fmt: skip
+                 ("remote", "modify", "s", "endpointurl", endpoint), *anonymous, ("pull",)):  # fmt: skip
         p = _dvc(proj, *args)
         assert p.returncode == 0, f"dvc {' '.join(args)}:\n{p.stdout}\n{p.stderr}"
     source = {

@@ -139,7 +139,7 @@ def verify_snapshot(manifest_uri: str, endpoint: str | None = None, deep: bool =
     from terrasnap.engine.manifest import read_manifest
 
     store, rel = store_of_manifest(manifest_uri, endpoint)
-    if store.scheme == "gs":
+    if store.scheme != "file":
         store.check_reachable()  # fail fast on a dead endpoint; on file:// it would create the root
     folder = posixpath.dirname(rel)
     try:
