@@ -1,4 +1,4 @@
-"""Stateful property tests: GC runs interleaved with snapshots over a REAL store (file:// and fake-gcs-server).
+"""Stateful property tests: GC runs interleaved with snapshots over a REAL store (file://, fake-gcs-server, moto).
 
 A schedule is a random interleaving of
   snapshot steps   start, register, existence check (DVC push skips what the store has), upload (or die half
@@ -372,6 +372,11 @@ def test_protocol_never_loses_an_object_file(tmp_path: Any, capsys: pytest.Captu
 def test_protocol_never_loses_an_object_gcs(gcs: Any, gcs_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
     _run("protocol-gcs", f"gs://{gcs_bucket}", gcs.endpoint, "protocol", examples=30, steps=25, capsys=capsys)
     assert COUNTS["protocol-gcs"] >= 30
+
+
+def test_protocol_never_loses_an_object_s3(s3: Any, s3_bucket: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _run("protocol-s3", f"s3://{s3_bucket}", s3.endpoint, "protocol", examples=30, steps=25, capsys=capsys)
+    assert COUNTS["protocol-s3"] >= 30
 
 
 def test_naive_gc_loses_an_object(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
