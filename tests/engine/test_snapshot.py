@@ -349,6 +349,30 @@ def test_bucket_source(tmp_path: Path, gcs: Any, gcs_bucket: str) -> None:
     assert doc2["snapshotID"] == doc["snapshotID"]  # same bytes wherever they came from
 
 
+def test_s3_bucket_source_with_its_own_credentials_file(
+    tmp_path: Path, s3: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An s3:// prefix read with its own AWS shared credentials file (source.bucket.credentialsSecret in a
+    Job): the same snapshot id as the same files from a directory; a malformed file is a clear error."""
+    src = sd.make_demo(tmp_path / "src")
+    raw = Store.from_url(f"s3://{s3_bucket}/raw", s3.endpoint)
+    for p in sorted(src.rglob("*")):
+        if p.is_file():
+            raw.put_file(str(p), p.relative_to(src).as_posix())
+    creds = tmp_path / "source-credentials"
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("TERRASNAP_SOURCE_CREDENTIALS", str(creds))
+    store = f"s3://{s3_bucket}/dvc"
+    code, doc, _ = snap(f"s3://{s3_bucket}/raw/", store, "--invalid-geometry", "repair", endpoint=s3.endpoint,
+                        tmp=tmp_path)
+    assert code == 0, doc
+    _code2, doc2, _ = snap(src, store, "--invalid-geometry", "repair", endpoint=s3.endpoint, tmp=tmp_path)
+    assert doc2["snapshotID"] == doc["snapshotID"]
+    creds.write_text('{"type": "service_account"}')
+    code, doc3, _ = snap(f"s3://{s3_bucket}/raw/", store, endpoint=s3.endpoint, tmp=tmp_path)
+    assert code == 3 and "not an AWS shared credentials file" in doc3["error"]["message"], doc3
+
+
 def test_validate_command_is_a_ci_gate(tmp_path: Path) -> None:
     good = sd.make_demo(tmp_path / "good")
     res = CliRunner().invoke(main, ["validate", str(good), "--invalid-geometry", "repair"])

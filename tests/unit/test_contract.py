@@ -175,7 +175,7 @@ def test_the_crds_url_rules_name_the_contracts_schemes() -> None:
 
 
 def test_operator_and_engine_take_the_same_bucket_sources() -> None:
-    for url, ok in (("gs://raw/annotations/", True), ("s3://raw/x/", False)):
+    for url, ok in (("gs://raw/annotations/", True), ("s3://raw/x/", True), ("azure://raw/x/", False)):
         try:
             SnapshotSpec.from_dict({"store": "s", "source": {"bucket": {"url": url}}})
             spec_ok = True

@@ -109,7 +109,7 @@ SOURCE_CREDENTIALS_DIR = "/var/run/secrets/terrasnap/source"
 # ssh:// is refused: a Job's pod has no ssh key (the operator passes only an https token,
 # TERRASNAP_GIT_TOKEN), and a command that worked on a laptop must work in the cluster.
 GIT_SCHEMES = ("https", "http", "file")
-BUCKET_SCHEMES = ("gs",)  # s3:// is not supported yet
+BUCKET_SCHEMES = ("gs", "s3")
 # engine/store.py; a file store must be absolute (file:///path). DVC's own URL forms: s3://bucket/prefix.
 STORE_SCHEMES = ("gs", "s3", "file")
 STORE_PREFIXES = ("gs://", "s3://", "file:///")
@@ -157,7 +157,7 @@ def check_spec_git_url(url: str) -> str:
 def check_bucket_url(url: str) -> str:
     """A bucket prefix a source is read from."""
     if not isinstance(url, str) or not url.startswith(_prefixes(BUCKET_SCHEMES)):
-        raise ValueError(f"must start with {_spelled(_prefixes(BUCKET_SCHEMES))} (s3:// is not supported yet)")
+        raise ValueError(f"must start with {_spelled(_prefixes(BUCKET_SCHEMES))} (azure:// is not supported yet)")
     _plain(url)
     return url
 

@@ -227,7 +227,7 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
 
     try:
         src = Store.from_url(spec.path.rstrip("/"), endpoint)
-        if src.scheme == "gs":  # a file:// prefix (tests, local runs) has no credentials to choose
+        if src.scheme != "file":  # a file:// prefix (tests, local runs) has no credentials to choose
             src.fs = bucket_source_filesystem(spec, src.endpoint)
         src.check_reachable()
         files = list(src.list_prefix(""))
@@ -314,13 +314,42 @@ def bucket_source_credentials() -> Path | None:
     return path
 
 
+def _s3_source_filesystem(spec: SourceSpec, endpoint: str | None, creds: Path | None) -> object:
+    """s3fs for a bucket source: its own AWS shared credentials file (`[default]` keys), else the pod's web
+    identity (IRSA / EKS Pod Identity) — or anonymous wherever the environment holds the store's keys."""
+    import configparser
+
+    import fsspec
+
+    kwargs: dict[str, object] = {"skip_instance_cache": True}
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    if creds is not None:
+        parser = configparser.ConfigParser()
+        try:
+            parser.read_string(creds.read_text())
+            section = parser["default"]
+            kwargs.update(key=section["aws_access_key_id"], secret=section["aws_secret_access_key"])
+            if section.get("aws_session_token"):
+                kwargs["token"] = section["aws_session_token"]
+        except (OSError, KeyError, configparser.Error) as exc:
+            raise SourceUnavailable(f"source {spec.raw}: credentials {creds} are not an AWS shared credentials "
+                                    f"file with a [default] aws_access_key_id and aws_secret_access_key: "
+                                    f"{type(exc).__name__}") from None
+    elif any(os.environ.get(v) for v in ("AWS_ACCESS_KEY_ID", "AWS_SHARED_CREDENTIALS_FILE")):
+        kwargs["anon"] = True  # the store's keys: never for a source
+    return fsspec.filesystem("s3", **kwargs)
+
+
 def bucket_source_filesystem(spec: SourceSpec, endpoint: str | None) -> object:
-    """gcsfs for a bucket source, with its own credentials (see bucket_source_credentials)."""
+    """gcsfs or s3fs for a bucket source, with its own credentials (see bucket_source_credentials)."""
     import json
 
     import fsspec
 
     creds = bucket_source_credentials()
+    if spec.path.startswith("s3://"):
+        return _s3_source_filesystem(spec, endpoint, creds)
     if creds is not None:
         try:
             json.loads(creds.read_text())
