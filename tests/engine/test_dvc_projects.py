@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,37 @@ def test_the_store_as_the_teams_remote_is_reused_not_uploaded_again(tmp_path: Pa
     rows = read_manifest(store.read_bytes(store.rel_from_uri(doc["manifest"])))[0]
     raw_md5 = {r["md5"] for r in rows if r["role"] == "raw"}
     assert raw_md5 <= before  # the team's pushed bytes were not uploaded a second time
+
+
+def test_a_team_on_s3_snapshots_into_an_s3_store_reusing_what_it_pushed(
+    tmp_path: Path, s3: Any, s3_bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`dvc remote add -d myremote s3://bucket/dvc-cache` — the DVC docs' own example: with the store on the
+    same URL nothing is uploaded twice; from another bucket it is fetched with the remote's own credentials
+    file (the repository's DVC calls run with every AWS_* variable removed)."""
+    store_url = f"s3://{s3_bucket}/dvc"
+    dp.make_team_repo(tmp_path / "repo", store_url, s3.endpoint)
+    store = Store.from_url(store_url, s3.endpoint)
+    before = {o.md5 for o in store.list_objects()}
+    creds = tmp_path / "aws.ini"
+    creds.write_text("[default]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    code, doc, err = snap(_source(tmp_path / "repo"), store_url, endpoint=s3.endpoint, tmp=tmp_path)
+    assert code == 0, (doc, err)
+    rows = read_manifest(store.read_bytes(store.rel_from_uri(doc["manifest"])))[0]
+    assert {r["md5"] for r in rows if r["role"] == "raw"} <= before
+
+    other = f"t-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(other)
+    remotes = tmp_path / "dvc-remotes"
+    (remotes / "storage").mkdir(parents=True)
+    (remotes / "storage" / "credentials.json").write_text(creds.read_text())
+    monkeypatch.setenv("TERRASNAP_DVC_REMOTE_CREDENTIALS", str(remotes))
+    (tmp_path / "second").mkdir()
+    code2, doc2, err2 = snap(_source(tmp_path / "repo"), f"s3://{other}/dvc", endpoint=s3.endpoint,
+                             tmp=tmp_path / "second")
+    assert code2 == 0, (doc2, err2)
+    assert doc2["snapshotID"] == doc["snapshotID"]
 
 
 def test_dvc_pull_with_the_published_pointers_gives_the_bytes_fetch_gives(tmp_path: Path, file_store: str) -> None:

@@ -93,7 +93,8 @@ def add_remote(repo: Path, name: str, url: str, endpoint: str | None = None, def
     run(repo, "dvc", "remote", "add", *(["-d"] if default else []), name, url)
     if endpoint:
         run(repo, "dvc", "remote", "modify", name, "endpointurl", endpoint)
-        run(repo, "dvc", "remote", "modify", name, "allow_anonymous_login", "true")
+        if url.startswith("gs://"):
+            run(repo, "dvc", "remote", "modify", name, "allow_anonymous_login", "true")
 
 
 def write_annotations(repo: Path, n: int = 3, seed: int = 0) -> None:

@@ -1,7 +1,7 @@
 """A source that is a DVC project, materialized the DVC way.
 
-1. Its `.dvc/config` is replaced by a sanitized one: only the remotes (gs:// or a local path) and their URL,
-   endpoint and anonymous flag survive; cache, site cache and state go to the terrasnap workdir, never into
+1. Its `.dvc/config` is replaced by a sanitized one: only the remotes (gs://, s3:// or a local path) and
+   their URL, endpoint, region and anonymous flag survive; cache, site cache and state go to the terrasnap workdir, never into
    the checkout. Credentials come only from `TERRASNAP_DVC_REMOTE_CREDENTIALS/<remote>/credentials.json`
    (the snapshot's namespace) — or, for a remote that *is* the store (same URL), the store's own.
 2. What is tracked under the snapshot path (and what its stages depend on) is fetched from the remote each
@@ -51,6 +51,7 @@ CREDENTIALS_FILE = contract.DVC_REMOTE_CREDENTIALS_FILE
 # Settings a repository may give its remotes; everything else (credential paths, key files, cache or site
 # directories, hooks) is dropped: the repository's config is input, not configuration of this process.
 REMOTE_KEYS = ("url", "endpointurl", "allow_anonymous_login", "projectname")
+S3_REMOTE_KEYS = ("url", "endpointurl", "region")
 REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 RAN, UP_TO_DATE = "ran", "up-to-date"
 
@@ -152,8 +153,21 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
                     kept["credentialpath"] = os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
             elif creds_dir and (Path(creds_dir) / name / CREDENTIALS_FILE).is_file():
                 kept["credentialpath"] = str(Path(creds_dir) / name / CREDENTIALS_FILE)
+        elif scheme == "s3":
+            kept = {k: str(body[k]) for k in S3_REMOTE_KEYS if k in body}
+            if _same_location(url, store):
+                assert store is not None
+                # The store itself: its endpoint and the file its keys are in, never raw keys in a config
+                # the pipeline step can read, and never what the repository says about them.
+                kept = {"url": url}
+                if store.endpoint:
+                    kept["endpointurl"] = store.endpoint
+                if os.environ.get("AWS_SHARED_CREDENTIALS_FILE"):
+                    kept["credentialpath"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"]
+            elif creds_dir and (Path(creds_dir) / name / CREDENTIALS_FILE).is_file():
+                kept["credentialpath"] = str(Path(creds_dir) / name / CREDENTIALS_FILE)
         else:
-            refused[name] = f"its URL {url!r} is not gs:// or a local path"
+            refused[name] = f"its URL {url!r} is not gs://, s3:// or a local path"
             continue
         remotes[name] = kept
     lines = ["[core]", "    no_scm = True", "    analytics = false", "    check_update = false"]
