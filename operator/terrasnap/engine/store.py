@@ -291,7 +291,11 @@ class Store:
         registered": the local walk raises instead."""
         if self.scheme == "file":
             return find_local_strict(base)
-        return dict(self.fs.find(base, detail=True))
+        # A listing is always fresh (fsspec caches listings per instance; GC re-lists before it deletes),
+        # and holds objects only: s3fs reports an emptied prefix it listed before as a "directory".
+        self.fs.invalidate_cache()
+        found = self.fs.find(base, detail=True)
+        return {path: info for path, info in found.items() if info.get("type") != "directory"}
 
     # -- content checksums (verify after push, `terrasnap verify`) ------------------------------------
     def stored_md5(self, rel: str) -> tuple[int, str | None] | None:
