@@ -51,18 +51,34 @@ def test_only_remote_urls_and_endpoints_survive_and_credentials_are_per_remote(
     store = Store.from_url("gs://acme-geo/dvc", "http://127.0.0.1:4443")  # an emulator: no login
     remotes = sanitize_config(project, store, tmp_path / "work")
     conf = ConfigObj(str(project / ".dvc" / "config"))
-    assert remotes.default == "storage" and set(remotes.refused) == {"s3"}
-    assert dict(conf['remote "storage"']) == {
-        "url": "gs://team-bucket/dvc", "endpointurl": "https://attacker.example",
-        "credentialpath": str(creds / "storage" / "credentials.json")}  # its own Secret, not the store's
+    # the namespace's key for "storage" would become a bearer token sent to the repository's endpoint:
+    # refused (an error only if an output needs that remote), never configured
+    assert remotes.default == "storage" and set(remotes.refused) == {"storage"}
+    assert "sent only to the provider's own endpoint" in remotes.refused["storage"]
+    assert 'remote "storage"' not in conf
     # the store itself: the store's endpoint (and credentials), never the repository's
     assert dict(conf['remote "store"']) == {
         "url": "gs://acme-geo/dvc/", "endpointurl": "http://127.0.0.1:4443", "allow_anonymous_login": "true"}
     assert dict(conf['remote "local"']) == {"url": str(tmp_path / "shared-remote")}
-    assert 'remote "s3"' not in conf
+    assert dict(conf['remote "s3"']) == {"url": "s3://elsewhere/dvc"}  # no credentials of its own: none
     assert dict(conf["cache"]) == {"dir": str(dvc.cache_dir(tmp_path / "work"))}
     assert "site_cache_dir" not in conf["core"] and conf["core"]["no_scm"] == "True"
     assert not (project / ".dvc" / "config.local").exists() and not (project / ".dvc" / "cache").exists()
+
+
+def test_a_remote_with_credentials_keeps_the_providers_endpoint_or_the_stores(
+        project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "dvc-remotes"
+    (creds / "storage").mkdir(parents=True)
+    (creds / "storage" / "credentials.json").write_text("{}")
+    monkeypatch.setenv(CREDENTIALS_ENV, str(creds))
+    (project / ".dvc" / "config").write_text(HOSTILE.replace("https://attacker.example", "http://127.0.0.1:4443"))
+    remotes = sanitize_config(project, Store.from_url("gs://acme-geo/dvc", "http://127.0.0.1:4443"), tmp_path / "w")
+    conf = ConfigObj(str(project / ".dvc" / "config"))
+    assert "storage" not in remotes.refused and remotes.refused == {}
+    assert dict(conf['remote "storage"']) == {
+        "url": "gs://team-bucket/dvc", "endpointurl": "http://127.0.0.1:4443",
+        "credentialpath": str(creds / "storage" / "credentials.json")}  # its own Secret, not the store's
 
 
 def test_without_a_secret_a_remote_gets_no_credentials(project: Path, tmp_path: Path,

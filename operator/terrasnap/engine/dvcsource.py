@@ -94,6 +94,17 @@ def _same_location(url: str, store: Store | None) -> bool:
     return url.rstrip("/") == store.url.rstrip("/")
 
 
+# A GCS credential becomes a bearer token sent to the endpoint: the namespace's key for a remote never goes
+# to an endpoint the repository chose, only to the provider's own or the store's (operator-configured) one.
+_UNTRUSTED_ENDPOINT = ("its endpointurl is set by the repository, and the credentials given for it are sent "
+                       "only to the provider's own endpoint or the store's")
+
+
+def _trusted_endpoint(kept: dict[str, str], store: Store | None) -> bool:
+    endpoint = kept.get("endpointurl")
+    return endpoint is None or (store is not None and endpoint == store.endpoint)
+
+
 def _local_path(url: str) -> str:
     return urlparse(url).path if url.startswith("file://") else url
 
@@ -152,6 +163,9 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
                 elif os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
                     kept["credentialpath"] = os.environ["GOOGLE_APPLICATION_CREDENTIALS"]
             elif creds_dir and (Path(creds_dir) / name / CREDENTIALS_FILE).is_file():
+                if not _trusted_endpoint(kept, store):
+                    refused[name] = _UNTRUSTED_ENDPOINT
+                    continue
                 kept["credentialpath"] = str(Path(creds_dir) / name / CREDENTIALS_FILE)
         elif scheme == "s3":
             kept = {k: str(body[k]) for k in S3_REMOTE_KEYS if k in body}
@@ -165,6 +179,9 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
                 if os.environ.get("AWS_SHARED_CREDENTIALS_FILE"):
                     kept["credentialpath"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"]
             elif creds_dir and (Path(creds_dir) / name / CREDENTIALS_FILE).is_file():
+                if not _trusted_endpoint(kept, store):
+                    refused[name] = _UNTRUSTED_ENDPOINT
+                    continue
                 kept["credentialpath"] = str(Path(creds_dir) / name / CREDENTIALS_FILE)
         else:
             refused[name] = f"its URL {url!r} is not gs://, s3:// or a local path"
