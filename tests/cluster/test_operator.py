@@ -521,7 +521,7 @@ def test_invalid_resources_are_refused(cluster: Cluster, crds: None, ns: str) ->
     bad_url = {"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore", "metadata": {"name": "tsop-bad"},
                "spec": {"url": "azure://x/y", "gc": {"gracePeriod": "one day"}}}  # fmt: skip
     message = refused(bad_url)
-    assert "url must start with gs:// or file:///" in message and "gracePeriod" in message
+    assert "url must start with gs://, s3:// or file:///" in message and "gracePeriod" in message
 
 
 
