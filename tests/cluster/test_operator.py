@@ -519,9 +519,14 @@ def test_invalid_resources_are_refused(cluster: Cluster, crds: None, ns: str) ->
     empty_rev["spec"]["source"]["git"]["revision"] = ""
     assert "revision" in refused(empty_rev, ns)
     bad_url = {"apiVersion": "terrasnap.io/v1alpha1", "kind": "SnapshotStore", "metadata": {"name": "tsop-bad"},
-               "spec": {"url": "azure://x/y", "gc": {"gracePeriod": "one day"}}}  # fmt: skip
+               "spec": {"url": "ftp://x/y", "gc": {"gracePeriod": "one day"}}}  # fmt: skip
     message = refused(bad_url)
-    assert "url must start with gs://, s3:// or file:///" in message and "gracePeriod" in message
+    assert "url must start with gs://, s3://, azure:// or file:///" in message and "gracePeriod" in message
+    bad_container = {**bad_url, "metadata": {"name": "tsop-bad-azure"},
+                     "spec": {"url": "azure://No_Such--Container/y", "accountName": "acct"}}
+    assert "an azure container must be 3-63" in refused(bad_container)
+    misplaced = {**bad_url, "metadata": {"name": "tsop-bad-account"}, "spec": {"url": "gs://b/y", "accountName": "acct"}}
+    assert "accountName is for azure:// stores only" in refused(misplaced)
 
 
 

@@ -94,7 +94,11 @@ def test_store_spec() -> None:
         StoreSpec.from_dict({"url": "file:///tmp/x", "gc": {"schedule": "@hourly"}}).gc.schedule == "@hourly"
     )
     for bad, needle in (
-        ({"url": "azure://x"}, "url"),
+        ({"url": "ftp://x"}, "url"),
+        ({"url": "azure://Bad_Container/x"}, "azure container"),
+        ({"url": "azure://a--b/x"}, "azure container"),
+        ({"url": "gs://b", "accountName": "acct"}, "accountName"),
+        ({"url": "azure://cont/x", "accountName": "Not-Valid"}, "accountName"),
         ({"url": "file://relative"}, "url"),
         ({"url": "gs://b", "endpoint": "localhost:1"}, "endpoint"),
         ({"url": "gs://b", "gc": {"gracePeriod": "1 day"}}, "gracePeriod"),

@@ -175,7 +175,8 @@ def test_the_crds_url_rules_name_the_contracts_schemes() -> None:
 
 
 def test_operator_and_engine_take_the_same_bucket_sources() -> None:
-    for url, ok in (("gs://raw/annotations/", True), ("s3://raw/x/", True), ("azure://raw/x/", False)):
+    for url, ok in (("gs://raw/annotations/", True), ("s3://raw/x/", True), ("azure://raw/x/", True),
+                    ("azure://Raw/x/", False), ("ftp://raw/x/", False)):
         try:
             SnapshotSpec.from_dict({"store": "s", "source": {"bucket": {"url": url}}})
             spec_ok = True
@@ -278,3 +279,22 @@ def test_durations_cannot_overflow() -> None:
     assert datetime.now(UTC) - longest  # no OverflowError
     with pytest.raises(ValueError):
         parse_duration("999999w")
+
+
+@pytest.mark.parametrize("container", ["abc", "raw-data", "a1b2", "ab", "Abc", "a--b", "-ab", "ab-", "a_b",
+                                       "a" * 63, "a" * 64, "x.y"])
+def test_the_crds_and_the_contract_take_the_same_azure_containers(container: str) -> None:
+    rules = [r["rule"] for r in
+             _crd("snapshotstores")["properties"]["spec"]["properties"]["url"]["x-kubernetes-validations"]]
+    rule = next(r for r in rules if "azure://[a-z0-9]" in r)
+    must, must_not = re.findall(r"self\.matches\('([^']+)'\)", rule)
+    url = f"azure://{container}/dvc"
+    cel_ok = re.search(must, url) is not None and re.search(must_not, url) is None
+    try:
+        contract.check_store_url(url)
+        contract_ok = True
+    except ValueError:
+        contract_ok = False
+    assert cel_ok is contract_ok
+    assert contract_ok is (3 <= len(container) <= 63 and container.islower() and "--" not in container
+                           and container[0] != "-" and container[-1] != "-" and container.replace("-", "").isalnum())

@@ -294,3 +294,15 @@ def test_an_s3_store_gets_aws_credentials_file_and_region_the_way_aws_clients_re
     assert env["AWS_REGION"] == "eu-west-1" and "GOOGLE_APPLICATION_CREDENTIALS" not in env
     with pytest.raises(SpecError, match="s3:// stores only"):
         StoreSpec.from_dict({"url": "gs://acme/dvc", "region": "eu-west-1"})
+
+
+def test_an_azure_store_gets_its_login_file_and_account_the_way_the_engine_reads_them() -> None:
+    store = StoreSpec.from_dict({"url": "azure://acme/dvc", "accountName": "acmedata", "credentials": {
+        "secretRef": {"name": "gc"}, "snapshotSecretRef": {"name": "azure-writer", "key": "connection"}}})  # fmt: skip
+    pod = plan_job(snapshot(), "main", store, CONFIG).manifest["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["TERRASNAP_AZURE_CREDENTIALS"] == "/var/run/secrets/terrasnap/store/credentials.json"
+    assert env["AZURE_STORAGE_ACCOUNT"] == "acmedata"
+    assert not {"GOOGLE_APPLICATION_CREDENTIALS", "AWS_SHARED_CREDENTIALS_FILE", "AWS_REGION"} & set(env)
+    with pytest.raises(SpecError, match="azure:// stores only"):
+        StoreSpec.from_dict({"url": "s3://acme/dvc", "accountName": "acmedata"})

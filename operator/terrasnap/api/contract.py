@@ -109,10 +109,19 @@ SOURCE_CREDENTIALS_DIR = "/var/run/secrets/terrasnap/source"
 # ssh:// is refused: a Job's pod has no ssh key (the operator passes only an https token,
 # TERRASNAP_GIT_TOKEN), and a command that worked on a laptop must work in the cluster.
 GIT_SCHEMES = ("https", "http", "file")
-BUCKET_SCHEMES = ("gs", "s3")
-# engine/store.py; a file store must be absolute (file:///path). DVC's own URL forms: s3://bucket/prefix.
-STORE_SCHEMES = ("gs", "s3", "file")
-STORE_PREFIXES = ("gs://", "s3://", "file:///")
+BUCKET_SCHEMES = ("gs", "s3", "azure")
+# engine/store.py; a file store must be absolute (file:///path). DVC's own URL forms: s3://bucket/prefix,
+# azure://container/prefix.
+STORE_SCHEMES = ("gs", "s3", "azure", "file")
+STORE_PREFIXES = ("gs://", "s3://", "azure://", "file:///")
+# An Azure container name (3-63 lowercase letters, digits and single hyphens) and storage account name; the
+# CRDs' CEL rules say the same.
+AZURE_CONTAINER = re.compile(r"^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$")
+AZURE_ACCOUNT = re.compile(r"^[a-z0-9]{3,24}$")
+# The store's (or an azure bucket source's) credentials file for Azure: a connection string (what
+# `az storage account show-connection-string` prints) or the account key alone. The engine hands it to
+# adlfs and to `dvc push` as AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_KEY, never writing it down.
+AZURE_CREDENTIALS_ENV = "TERRASNAP_AZURE_CREDENTIALS"
 
 
 def _prefixes(schemes: tuple[str, ...]) -> tuple[str, ...]:
@@ -157,16 +166,26 @@ def check_spec_git_url(url: str) -> str:
 def check_bucket_url(url: str) -> str:
     """A bucket prefix a source is read from."""
     if not isinstance(url, str) or not url.startswith(_prefixes(BUCKET_SCHEMES)):
-        raise ValueError(f"must start with {_spelled(_prefixes(BUCKET_SCHEMES))} (azure:// is not supported yet)")
+        raise ValueError(f"must start with {_spelled(_prefixes(BUCKET_SCHEMES))}")
     _plain(url)
+    _check_azure_container(url)
     return url
+
+
+def _check_azure_container(url: str) -> None:
+    if url.startswith("azure://"):
+        container = url[len("azure://"):].split("/", 1)[0]
+        if not AZURE_CONTAINER.match(container):
+            raise ValueError(f"azure container {container!r} must be 3-63 lowercase letters, digits and "
+                             "single hyphens, starting and ending with a letter or digit")
 
 
 def check_store_url(url: str) -> str:
     """A store (DVC remote) URL."""
     if not isinstance(url, str) or not url.startswith(STORE_PREFIXES):
-        raise ValueError(f"must start with {_spelled(STORE_PREFIXES)} (azure:// is not supported yet)")
+        raise ValueError(f"must start with {_spelled(STORE_PREFIXES)}")
     _plain(url)
+    _check_azure_container(url)
     if len(url) > STORE_URL_MAX:
         raise ValueError(f"must be at most {STORE_URL_MAX} characters (the Job's result must hold four URIs in it)")
     return url

@@ -366,6 +366,7 @@ class StoreSpec:
     snapshot_credentials: SecretKeyRef | None = None
     share_credentials: bool = False
     region: str | None = None  # s3:// only (AWS_REGION for the pods)
+    account_name: str | None = None  # azure:// only (AZURE_STORAGE_ACCOUNT for the pods)
 
     @property
     def scheme(self) -> str:
@@ -373,7 +374,10 @@ class StoreSpec:
 
     def provider_env(self) -> list[dict[str, str]]:
         """Non-secret settings each provider's clients read from the environment."""
-        return [{"name": "AWS_REGION", "value": self.region}] if self.region else []
+        env = [{"name": "AWS_REGION", "value": self.region}] if self.region else []
+        if self.account_name:
+            env.append({"name": "AZURE_STORAGE_ACCOUNT", "value": self.account_name})
+        return env
 
     def snapshot_secret(self) -> SecretKeyRef | None:
         """What a snapshot pod mounts (namespace None: the pod's own), or None."""
@@ -413,9 +417,14 @@ class StoreSpec:
             raise SpecError("region is for s3:// stores only")
         if region is not None and not re.match(r"^[a-z0-9-]{1,32}$", region):
             raise SpecError("region must look like us-east-1")
+        account = _str(spec, "accountName") or None
+        if account is not None and not url.startswith("azure://"):
+            raise SpecError("accountName is for azure:// stores only")
+        if account is not None and not contract.AZURE_ACCOUNT.match(account):
+            raise SpecError("accountName must be 3-24 lowercase letters and digits")
         return cls(url=url, endpoint=endpoint, credentials=ref, gc=GCPolicy.from_dict(_mapping(spec, "gc")),
                    allowed_namespaces=allowed, snapshot_credentials=snapshot_ref, share_credentials=share,
-                   region=region)
+                   region=region, account_name=account)
 
 
 def _check_resources(resources: Mapping[str, Any]) -> None:

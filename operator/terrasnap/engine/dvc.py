@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +84,8 @@ def init_project(workdir: Path, store: Store, cache: Path) -> None:
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
         if region:
             lines.append(f"    region = {region}")
+    # azure: the URL alone; the login (connection string, account + key, or account for workload identity)
+    # reaches `dvc push` as AZURE_STORAGE_* variables (Store.dvc_env), never the config.
     (workdir / ".dvc" / "config").write_text("\n".join(lines) + "\n")
     if local:
         (workdir / ".dvc" / "config.local").write_text("\n".join(local) + "\n")
@@ -91,7 +93,7 @@ def init_project(workdir: Path, store: Store, cache: Path) -> None:
 
 @contextmanager
 def _dvc_call(workdir: Path, error: type[Exception], what: str, *, scratch: Path,
-              scrub: bool = False) -> Iterator[None]:
+              scrub: bool = False, extra_env: Mapping[str, str] | None = None) -> Iterator[None]:
     """DVC's Python API in this process (a `dvc` process costs a second of imports per call), with the
     environment a `dvc` command would get and DVC's own log messages folded into our error."""
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
@@ -105,7 +107,7 @@ def _dvc_call(workdir: Path, error: type[Exception], what: str, *, scratch: Path
     handler = _Collect()
     dvc_logger = logging.getLogger("dvc")
     dvc_logger.addHandler(handler)
-    env = dvc_env(scratch, scrub)
+    env = {**dvc_env(scratch, scrub), **(extra_env or {})}
     os.environ.clear()
     os.environ.update(env)
     os.chdir(workdir)  # stage commands and relative targets resolve against the project
@@ -137,10 +139,11 @@ def _dvc_call(workdir: Path, error: type[Exception], what: str, *, scratch: Path
 
 
 @contextmanager
-def _in_project(workdir: Path, error: type[Exception], what: str) -> Iterator[Any]:
+def _in_project(workdir: Path, error: type[Exception], what: str,
+                extra_env: Mapping[str, str] | None = None) -> Iterator[Any]:
     from dvc.repo import Repo
 
-    with _dvc_call(workdir, error, what, scratch=workdir.parent), Repo(str(workdir)) as repo:
+    with _dvc_call(workdir, error, what, scratch=workdir.parent, extra_env=extra_env), Repo(str(workdir)) as repo:
         yield repo
 
 
@@ -155,9 +158,10 @@ def repro(workdir: Path, what: str = "repro") -> None:
         repo.reproduce()
 
 
-def push(workdir: Path, jobs: int | None = None) -> int:
-    """Returns how many objects were uploaded (those the store already has are skipped)."""
-    with _in_project(workdir, StoreUnreachable, "push") as repo:
+def push(workdir: Path, jobs: int | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Returns how many objects were uploaded (those the store already has are skipped). `env`: the store's
+    login for this call only (Store.dvc_env)."""
+    with _in_project(workdir, StoreUnreachable, "push", env) as repo:
         return int(repo.push(remote=REMOTE, jobs=jobs) or 0)
 
 

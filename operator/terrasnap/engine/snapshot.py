@@ -357,7 +357,7 @@ def void(_value: object) -> None:
 def _push(plan: SnapshotPlan) -> int:
     """`dvc push` of the private project, then the source's own listings, so `dvc pull` with the
     repository's pointers works against the store too. Returns how many objects were uploaded."""
-    pushed = dvc.push(plan.project)
+    pushed = dvc.push(plan.project, env=plan.store.dvc_env())
     for md5 in plan.extra_objects:
         rel = Store.object_rel(md5)
         if not plan.store.exists(rel):

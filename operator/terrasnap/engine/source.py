@@ -83,14 +83,15 @@ def parse_source(text: str) -> SourceSpec:
     scheme = urlparse(text).scheme
     if "@" in text and "://" in text:
         remember_url(text)
-    if scheme in (*contract.BUCKET_SCHEMES, "s3"):
+    if scheme in contract.BUCKET_SCHEMES:
         try:
             contract.check_bucket_url(text)
         except ValueError as exc:
             raise UsageError(f"source {text!r}: a bucket source {exc}") from None
         return SourceSpec("bucket", text, text)
     if scheme and scheme != "file":
-        raise UsageError(f"source {text!r}: expected a directory, gs://bucket/prefix/ or git+URL@REV")
+        raise UsageError(f"source {text!r}: expected a directory, a bucket prefix "
+                         f"({', '.join(s + '://' for s in contract.BUCKET_SCHEMES)}) or git+URL@REV")
     path = urlparse(text).path if scheme == "file" else text
     return SourceSpec("local", text, path)
 
@@ -226,9 +227,14 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
     from terrasnap.engine.store import Store
 
     try:
-        src = Store.from_url(spec.path.rstrip("/"), endpoint)
-        if src.scheme != "file":  # a file:// prefix (tests, local runs) has no credentials to choose
-            src.fs = bucket_source_filesystem(spec, src.endpoint)
+        from terrasnap.engine.store import endpoint_from_env
+
+        scheme = urlparse(spec.path).scheme
+        if scheme == "file":  # a file:// prefix (tests, local runs) has no credentials to choose
+            src = Store(spec.path.rstrip("/"), endpoint)
+        else:
+            endpoint = endpoint if endpoint is not None else endpoint_from_env(scheme)
+            src = Store(spec.path.rstrip("/"), endpoint, fs=bucket_source_filesystem(spec, endpoint))
         src.check_reachable()
         files = list(src.list_prefix(""))
     except Exception as exc:
@@ -341,8 +347,29 @@ def _s3_source_filesystem(spec: SourceSpec, endpoint: str | None, creds: Path | 
     return fsspec.filesystem("s3", **kwargs)
 
 
+def _azure_source_filesystem(spec: SourceSpec, endpoint: str | None, creds: Path | None) -> object:
+    """adlfs for a bucket source: its own connection string (an account key's, or a SAS one:
+    `BlobEndpoint=...;SharedAccessSignature=...`), never the store's login; `endpoint` replaces BlobEndpoint."""
+    import fsspec
+
+    from terrasnap.engine.store import _connection_string_parts
+
+    try:
+        text = creds.read_text().strip() if creds is not None else ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SourceUnavailable(f"source {spec.raw}: credentials {creds}: {type(exc).__name__}") from None
+    parts = _connection_string_parts(text)
+    if not ("AccountName" in parts or "BlobEndpoint" in parts):
+        raise SourceUnavailable(f"source {spec.raw}: an azure:// bucket source needs source.bucket.credentialsSecret "
+                                "holding a connection string (account key or SAS); an Azure URL names no account")
+    if endpoint:
+        parts["BlobEndpoint"] = endpoint
+    conn = ";".join(f"{k}={v}" for k, v in parts.items()) + ";"
+    return fsspec.filesystem("az", connection_string=conn, skip_instance_cache=True)
+
+
 def bucket_source_filesystem(spec: SourceSpec, endpoint: str | None) -> object:
-    """gcsfs or s3fs for a bucket source, with its own credentials (see bucket_source_credentials)."""
+    """gcsfs, s3fs or adlfs for a bucket source, with its own credentials (see bucket_source_credentials)."""
     import json
 
     import fsspec
@@ -350,6 +377,8 @@ def bucket_source_filesystem(spec: SourceSpec, endpoint: str | None) -> object:
     creds = bucket_source_credentials()
     if spec.path.startswith("s3://"):
         return _s3_source_filesystem(spec, endpoint, creds)
+    if spec.path.startswith("azure://"):
+        return _azure_source_filesystem(spec, endpoint, creds)
     if creds is not None:
         try:
             json.loads(creds.read_text())

@@ -1,4 +1,4 @@
-"""The store: a plain DVC remote (file://, gs:// or s3://) plus terrasnap's own prefix beside the objects.
+"""The store: a plain DVC remote (file://, gs://, s3:// or azure://) plus terrasnap's own prefix beside the objects.
 
 Everything that talks to the bucket goes through `Store`, so the engine, fetch and GC agree on the
 layout (docs/contracts.md) and on how errors are reported.
@@ -33,6 +33,8 @@ def endpoint_from_env(scheme: str = "gs") -> str | None:
         return explicit
     if scheme == "s3":
         return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    if scheme == "azure":
+        return None  # a connection string carries its own BlobEndpoint
     emulator = os.environ.get("STORAGE_EMULATOR_HOST")
     if emulator:
         return emulator if "://" in emulator else f"http://{emulator}"
@@ -67,18 +69,106 @@ def _s3_filesystem(endpoint: str | None) -> Any:
     return fsspec.filesystem("s3", **kwargs)
 
 
-_FILESYSTEMS: dict[str, Callable[[str | None], Any]] = {"gs": _gcs_filesystem, "s3": _s3_filesystem}
+@dataclass(frozen=True)
+class AzureLogin:
+    """How to reach an Azure storage account, the ways Azure's own tools take it: a connection string, an
+    account name and key, or an account name alone (DefaultAzureCredential: workload identity)."""
+
+    account_name: str | None
+    connection_string: str | None = None
+    account_key: str | None = None
+
+    def fs_kwargs(self) -> dict[str, Any]:
+        if self.connection_string:
+            return {"connection_string": self.connection_string}
+        if self.account_key:
+            return {"account_name": self.account_name, "account_key": self.account_key}
+        return {"account_name": self.account_name, "anon": False}
+
+    def env(self) -> dict[str, str]:
+        """The same login for `dvc push` (dvc-azure reads Azure CLI's AZURE_STORAGE_* variables), so no
+        secret is ever written into a DVC config."""
+        if self.connection_string:
+            return {"AZURE_STORAGE_CONNECTION_STRING": self.connection_string}
+        env = {"AZURE_STORAGE_ACCOUNT": self.account_name or ""}
+        if self.account_key:
+            env["AZURE_STORAGE_KEY"] = self.account_key
+        return env
+
+
+def _connection_string_parts(value: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for item in value.strip().strip(";").split(";"):
+        key, sep, val = item.partition("=")
+        if sep and key.strip():
+            parts[key.strip()] = val.strip()
+    return parts
+
+
+def azure_login(endpoint: str | None) -> AzureLogin:
+    """The login from the mounted credentials file (contract.AZURE_CREDENTIALS_ENV: a connection string or an
+    account key) or Azure's own variables; `endpoint` (Azurite, a sovereign cloud) replaces BlobEndpoint."""
+    secret = None
+    path = os.environ.get(contract.AZURE_CREDENTIALS_ENV)
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                secret = fh.read().strip() or None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"azure credentials file {path}: {type(exc).__name__}: {exc}") from None
+    if secret is not None and ("AccountName=" in secret or "BlobEndpoint=" in secret):
+        conn, key = secret, None
+    elif secret is not None:
+        conn, key = None, secret
+    else:
+        conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING") or None
+        key = os.environ.get("AZURE_STORAGE_KEY") or None
+    account = os.environ.get("AZURE_STORAGE_ACCOUNT") or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME") or None
+    if conn:
+        parts = _connection_string_parts(conn)
+        if endpoint:
+            parts["BlobEndpoint"] = endpoint
+        if account and "AccountName" not in parts:
+            parts["AccountName"] = account
+        return AzureLogin(parts.get("AccountName"), ";".join(f"{k}={v}" for k, v in parts.items()) + ";")
+    if key:
+        if not account:
+            raise UsageError("an Azure account key needs its account name (accountName on the SnapshotStore, "
+                             "or AZURE_STORAGE_ACCOUNT)")
+        if endpoint:
+            protocol = endpoint.split("://", 1)[0]
+            conn = (f"DefaultEndpointsProtocol={protocol};AccountName={account};AccountKey={key};"
+                    f"BlobEndpoint={endpoint};")
+            return AzureLogin(account, conn)
+        return AzureLogin(account, account_key=key)
+    if account:
+        if endpoint:
+            raise UsageError("an Azure endpoint needs a connection string or an account key (DVC reaches a "
+                             "custom endpoint only through a connection string)")
+        return AzureLogin(account)
+    raise UsageError("no Azure credentials: give the account name (accountName on the SnapshotStore, or "
+                     "AZURE_STORAGE_ACCOUNT) for workload identity, or a Secret holding a connection string "
+                     "or the account key")
+
+
+def _azure_filesystem(endpoint: str | None) -> Any:
+    return fsspec.filesystem("az", skip_instance_cache=True, **azure_login(endpoint).fs_kwargs())
+
+
+_FILESYSTEMS: dict[str, Callable[[str | None], Any]] = {"gs": _gcs_filesystem, "s3": _s3_filesystem,
+                                                        "azure": _azure_filesystem}  # fmt: skip
 
 
 class Store:
     """A DVC remote at `url`; paths given to methods are relative to the store root."""
 
-    def __init__(self, url: str, endpoint: str | None = None) -> None:
+    def __init__(self, url: str, endpoint: str | None = None, fs: Any = None) -> None:
+        """`fs`: the filesystem to use instead of the store's own login (a bucket source's)."""
         parsed = urlparse(url)
         if parsed.scheme not in SUPPORTED_SCHEMES:
             raise UsageError(
                 f"store {url!r}: unsupported scheme {parsed.scheme or '(none)'!r}; "
-                f"use file:///absolute/path, gs://bucket/prefix or s3://bucket/prefix"
+                f"use file:///absolute/path, gs://bucket/prefix, s3://bucket/prefix or azure://container/prefix"
             )
         self.scheme = parsed.scheme
         self.endpoint = endpoint if endpoint is not None else (
@@ -92,13 +182,22 @@ class Store:
         else:
             if not parsed.netloc:
                 raise UsageError(f"store {url!r}: no bucket name")
+            try:
+                contract.check_store_url(url)
+            except ValueError as exc:
+                raise UsageError(f"store {url!r}: {exc}") from None
             self.root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
-            self.fs = _FILESYSTEMS[parsed.scheme](self.endpoint)
+            self.fs = fs if fs is not None else _FILESYSTEMS[parsed.scheme](self.endpoint)
         self.url = url.rstrip("/")
 
     @classmethod
     def from_url(cls, url: str, endpoint: str | None = None) -> Store:
         return cls(url, endpoint)
+
+    def dvc_env(self) -> dict[str, str]:
+        """Variables `dvc push` to this store needs beyond the process's own (Azure: the login, which DVC
+        cannot take from a file path the way it takes a GCS key or an AWS credentials file)."""
+        return azure_login(self.endpoint).env() if self.scheme == "azure" else {}
 
     # -- paths ---------------------------------------------------------------------------------
     def abs(self, rel: str) -> str:
@@ -228,6 +327,8 @@ class Store:
         rels = list(rels)
         if self.scheme == "s3" and rels:
             return self._delete_s3(rels)
+        if self.scheme == "azure" and rels:
+            return self._delete_azure(rels)
         if self.scheme != "gs" or not rels:
             return self.delete_many(rels)
         from fsspec.asyn import sync
@@ -269,6 +370,37 @@ class Store:
                     failures.append((rel, f"{error.get('Code')}: {error.get('Message')}"))
         self.fs.invalidate_cache()
         return failures
+
+    def _delete_azure(self, rels: list[str]) -> list[tuple[str, str]]:
+        """Azure blob batch (Blob Batch API), 256 sub-requests a call; a blob that is already gone (404) is
+        no error. Each sub-request's failure is reported, never raised."""
+        from fsspec.asyn import sync
+
+        container, _, prefix = self.root.partition("/")
+
+        async def run() -> list[tuple[str, str]]:
+            failures: list[tuple[str, str]] = []
+            async with self.fs.service_client.get_container_client(container) as client:
+                for start in range(0, len(rels), 256):
+                    chunk = rels[start : start + 256]
+                    names = [posixpath.join(prefix, rel) if prefix else rel for rel in chunk]
+                    try:
+                        answers = await client.delete_blobs(*names, raise_on_any_failure=False)
+                        statuses = [a.status_code async for a in answers]
+                    except Exception as exc:
+                        failures.extend((rel, f"{type(exc).__name__}: {exc}") for rel in chunk)
+                        continue
+                    for rel, status in zip(chunk, statuses, strict=False):
+                        if status not in (200, 202, 404):
+                            failures.append((rel, f"HTTP {status} from the blob batch delete"))
+                    if len(statuses) < len(chunk):
+                        failures.extend((rel, "no result from the blob batch delete") for rel in chunk[len(statuses):])
+            return failures
+
+        try:
+            return sync(self.fs.loop, run)
+        finally:
+            self.fs.invalidate_cache()
 
     def list_prefix(self, rel_prefix: str) -> Iterator[tuple[str, dict[str, Any]]]:
         """(relative path, info) of every file under a prefix; raises StoreUnreachable on listing errors."""
@@ -360,10 +492,31 @@ def _s3_md5(info: dict[str, Any]) -> str | None:
     return etag if len(etag) == 32 and all(c in "0123456789abcdef" for c in etag) else None
 
 
+def _azure_md5(info: dict[str, Any]) -> str | None:
+    """Azure keeps Content-MD5 of a blob written in one Put Blob (the service computes it: DVC's objects
+    under 64 MiB, azure-storage-blob's single-put limit); a blob committed from blocks has none unless the
+    uploader set one, and such a blob is read back instead."""
+    import base64
+    import binascii
+
+    settings: Any = info.get("content_settings") or {}  # azure-storage-blob's ContentSettings is dict-like
+    value = settings.get("content_md5")
+    if isinstance(value, bytes | bytearray):
+        raw = bytes(value)
+    elif isinstance(value, str) and value:
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+    else:
+        return None
+    return raw.hex() if len(raw) == 16 else None
+
+
 # The md5 a store computed itself, from an fsspec `info()` dict, per scheme. A scheme missing here is
-# verified by reading the object back. To add later: az (`content_settings.content_md5`, set only when the
-# uploader sent one).
-STORE_CHECKSUMS: dict[str, Callable[[dict[str, Any]], str | None]] = {"gs": _gcs_md5, "s3": _s3_md5}
+# verified by reading the object back.
+STORE_CHECKSUMS: dict[str, Callable[[dict[str, Any]], str | None]] = {"gs": _gcs_md5, "s3": _s3_md5,
+                                                                      "azure": _azure_md5}  # fmt: skip
 
 
 def find_local_strict(base: str) -> dict[str, dict[str, Any]]:

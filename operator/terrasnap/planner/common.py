@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from terrasnap.api import contract
 from terrasnap.api.constants import LABEL_COMPONENT, LABEL_MANAGED_BY, MANAGED_BY
 from terrasnap.api.models import SecretKeyRef
 
@@ -83,9 +84,11 @@ class SecretCopy:
     name: str
 
 
-# The variable each provider's own clients read a credentials file from: a GCS service-account key, or an
-# AWS shared credentials file (INI, `[default] aws_access_key_id = ...`).
-CREDENTIALS_FILE_ENV = {"gs": "GOOGLE_APPLICATION_CREDENTIALS", "s3": "AWS_SHARED_CREDENTIALS_FILE"}
+# The variable each provider's clients read a credentials file from: a GCS service-account key, an AWS
+# shared credentials file (INI, `[default] aws_access_key_id = ...`), or for Azure (whose tools take no file)
+# terrasnap's own: a connection string or the account key (engine/store.py azure_login).
+CREDENTIALS_FILE_ENV = {"gs": "GOOGLE_APPLICATION_CREDENTIALS", "s3": "AWS_SHARED_CREDENTIALS_FILE",
+                        "azure": contract.AZURE_CREDENTIALS_ENV}  # fmt: skip
 
 
 def credentials(
