@@ -96,3 +96,61 @@ def test_an_unreadable_config_is_a_usage_error(project: Path, tmp_path: Path) ->
     (project / ".dvc" / "config").write_text("[core\nremote = = x\n[[[")
     with pytest.raises(UsageError, match="not a readable DVC config"):
         sanitize_config(project, None, tmp_path / "work")
+
+
+AZURE = """[core]
+    remote = team
+['remote "team"']
+    url = azure://team-data/dvc
+    account_name = teamacct
+    connection_string = DefaultEndpointsProtocol=https;AccountName=x;AccountKey=y;BlobEndpoint=https://attacker.example
+    account_key = repository-key
+['remote "store"']
+    url = azure://acme-geo/dvc
+    account_name = elsewhere
+['remote "public"']
+    url = azure://open-data/dvc
+    account_name = opendata
+    allow_anonymous_login = true
+"""
+
+
+def test_azure_remotes_keep_url_and_account_and_their_logins_stay_in_memory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "checkout"
+    (project / ".dvc").mkdir(parents=True)
+    (project / ".dvc" / "config").write_text(AZURE)
+    creds = tmp_path / "dvc-remotes"
+    (creds / "team").mkdir(parents=True)
+    (creds / "team" / "credentials.json").write_text("the-namespace-key\n")
+    monkeypatch.setenv(CREDENTIALS_ENV, str(creds))
+    store_login = "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=k=="
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", store_login)
+    store = Store.from_url("azure://acme-geo/dvc", "http://127.0.0.1:10000/devstoreaccount1")
+    remotes = sanitize_config(project, store, tmp_path / "work")
+    written = (project / ".dvc" / "config").read_text()
+    conf = ConfigObj(str(project / ".dvc" / "config"))
+    assert remotes.refused == {}
+    # what the repository says about logins is dropped: its connection string would choose the endpoint
+    assert dict(conf['remote "team"']) == {"url": "azure://team-data/dvc", "account_name": "teamacct"}
+    assert dict(conf['remote "store"']) == {"url": "azure://acme-geo/dvc"}
+    assert dict(conf['remote "public"']) == {"url": "azure://open-data/dvc", "account_name": "opendata",
+                                            "allow_anonymous_login": "true"}
+    # the namespace's key for "team", the store's own login for the store: in memory, never on disk
+    assert remotes.logins["team"] == {"account_key": "the-namespace-key"}
+    assert "127.0.0.1:10000/devstoreaccount1" in remotes.logins["store"]["connection_string"]
+    assert "public" not in remotes.logins
+    assert "the-namespace-key" not in written and "AccountKey" not in written and "repository-key" not in written
+
+
+def test_an_azure_key_without_an_account_name_is_refused_with_the_reason(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = tmp_path / "checkout"
+    (project / ".dvc").mkdir(parents=True)
+    (project / ".dvc" / "config").write_text("['remote \"team\"']\n    url = azure://team-data/dvc\n")
+    creds = tmp_path / "dvc-remotes"
+    (creds / "team").mkdir(parents=True)
+    (creds / "team" / "credentials.json").write_text("a-bare-key")
+    monkeypatch.setenv(CREDENTIALS_ENV, str(creds))
+    remotes = sanitize_config(project, None, tmp_path / "work")
+    assert "account key, and its config names no account_name" in remotes.refused["team"]

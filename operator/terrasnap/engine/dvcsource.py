@@ -1,7 +1,7 @@
 """A source that is a DVC project, materialized the DVC way.
 
-1. Its `.dvc/config` is replaced by a sanitized one: only the remotes (gs://, s3:// or a local path) and
-   their URL, endpoint, region and anonymous flag survive; cache, site cache and state go to the terrasnap workdir, never into
+1. Its `.dvc/config` is replaced by a sanitized one: only the remotes (gs://, s3://, azure:// or a local
+   path) and their URL, endpoint, region, account name and anonymous flag survive; cache, site cache and state go to the terrasnap workdir, never into
    the checkout. Credentials come only from `TERRASNAP_DVC_REMOTE_CREDENTIALS/<remote>/credentials.json`
    (the snapshot's namespace) — or, for a remote that *is* the store (same URL), the store's own.
 2. What is tracked under the snapshot path (and what its stages depend on) is fetched from the remote each
@@ -52,6 +52,7 @@ CREDENTIALS_FILE = contract.DVC_REMOTE_CREDENTIALS_FILE
 # directories, hooks) is dropped: the repository's config is input, not configuration of this process.
 REMOTE_KEYS = ("url", "endpointurl", "allow_anonymous_login", "projectname")
 S3_REMOTE_KEYS = ("url", "endpointurl", "region")
+AZURE_REMOTE_KEYS = ("url", "account_name", "allow_anonymous_login")
 REMOTE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 RAN, UP_TO_DATE = "ran", "up-to-date"
 
@@ -116,6 +117,36 @@ class Remotes:
 
     default: str | None = None
     refused: dict[str, str] = field(default_factory=dict)
+    # Azure logins per remote (DVC takes no credentials file for Azure): handed to the fetch step's DVC in
+    # memory (Repo(config=...)), never written where the pipeline could read them.
+    logins: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def _azure_remote_login(kept: dict[str, str], store: Store | None, creds: Path | None
+                        ) -> dict[str, str] | str:
+    """An azure remote's login as DVC config keys, or why it cannot have one."""
+    from terrasnap.engine.store import _connection_string_parts, azure_login
+
+    if store is not None and _same_location(kept["url"], store):
+        try:
+            login = azure_login(store.endpoint)
+        except UsageError as exc:
+            return f"it is the store, and the store's login is not here: {exc}"
+        if login.connection_string:
+            return {"connection_string": login.connection_string}
+        return {k: v for k, v in (("account_name", login.account_name), ("account_key", login.account_key)) if v}
+    if creds is None:
+        return {}  # anonymous (allow_anonymous_login) or the pod's identity, as DVC itself would
+    try:
+        text = creds.read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"its credentials file cannot be read: {type(exc).__name__}"
+    parts = _connection_string_parts(text)
+    if "AccountName" in parts or "BlobEndpoint" in parts:
+        return {"connection_string": text}
+    if not kept.get("account_name"):
+        return "its credentials are an account key, and its config names no account_name"
+    return {"account_key": text}
 
 
 def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: Path | None = None) -> Remotes:
@@ -138,6 +169,7 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
     creds_dir = os.environ.get(CREDENTIALS_ENV)
     refused: dict[str, str] = {}
     remotes: dict[str, dict[str, str]] = {}
+    logins: dict[str, dict[str, str]] = {}
     for section, body in src.items():
         m = re.fullmatch(r"""remote\s+"(.+)\"""", section.strip())
         if not m or not isinstance(body, dict):
@@ -183,8 +215,19 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
                     refused[name] = _UNTRUSTED_ENDPOINT
                     continue
                 kept["credentialpath"] = str(Path(creds_dir) / name / CREDENTIALS_FILE)
+        elif scheme == "azure":
+            kept = {k: str(body[k]) for k in AZURE_REMOTE_KEYS if k in body}
+            if _same_location(url, store):
+                kept = {"url": url}  # the store itself: its own login, never what the repository says
+            creds = Path(creds_dir) / name / CREDENTIALS_FILE if creds_dir else None
+            login = _azure_remote_login(kept, store, creds if creds and creds.is_file() else None)
+            if isinstance(login, str):
+                refused[name] = login
+                continue
+            if login:
+                logins[name] = login
         else:
-            refused[name] = f"its URL {url!r} is not gs://, s3:// or a local path"
+            refused[name] = f"its URL {url!r} is not gs://, s3://, azure:// or a local path"
             continue
         remotes[name] = kept
     lines = ["[core]", "    no_scm = True", "    analytics = false", "    check_update = false"]
@@ -198,7 +241,7 @@ def sanitize_config(project: Path, store: Store | None, workdir: Path, origin: P
         lines.append(f"['remote \"{name}\"']")
         lines += [f"    {k} = {v}" for k, v in kept.items()]
     path.write_text("\n".join(lines) + "\n")
-    return Remotes(default=default, refused=refused)
+    return Remotes(default=default, refused=refused, logins=logins)
 
 
 def _restore_config(project: Path, config: str) -> None:
@@ -391,7 +434,7 @@ def fetch(root: Path, top: Path, workdir: Path, store: Store | None,
     remotes = sanitize_config(project, store, workdir, origin / project.relative_to(top) if origin else None)
     cache = dvc.cache_dir(workdir)
     result = Fetched(project=project, sub=sub, config=(project / ".dvc" / "config").read_text())
-    with _source_repo(project, workdir, "fetch (the source's DVC data)") as repo:
+    with _source_repo(project, workdir, "fetch (the source's DVC data)", {"remote": remotes.logins}) as repo:
         scope = _scope(repo, project, sub)
         result.fetched = _fetch(repo, scope, cache, remotes, say)
         result.plan = sorted(s.addressing for s in scope.plan)
@@ -527,11 +570,13 @@ def _side_files(project: Path, stages: list[Any]) -> dict[str, bytes]:
 
 
 @contextmanager
-def _source_repo(project: Path, workdir: Path, what: str) -> Iterator[Any]:
-    """The source's DVC project, opened with a scrubbed environment and DVC's side files in `workdir`."""
+def _source_repo(project: Path, workdir: Path, what: str, config: dict[str, Any] | None = None) -> Iterator[Any]:
+    """The source's DVC project, opened with a scrubbed environment and DVC's side files in `workdir`;
+    `config`: settings held in memory only (logins)."""
     from dvc.repo import Repo
 
-    with dvc._dvc_call(project, DVCError, what, scratch=workdir, scrub=True), Repo(str(project)) as repo:
+    with (dvc._dvc_call(project, DVCError, what, scratch=workdir, scrub=True),
+          Repo(str(project), config=config) as repo):
         yield repo
 
 
