@@ -20,13 +20,13 @@ demo: venv
 	@$(PY) tests/demo.py --state $(STATE)/demo
 
 # Binaries (Kubernetes, helm) are built or found in the cache first, so no test timeout includes a build.
-test: venv cluster-bin helm-bin
+test: venv cluster-bin helm-bin azurite-bin
 	@$(PY) -m pytest tests
 
 test-unit: venv
 	@$(PY) -m pytest tests/unit
 
-test-engine: venv
+test-engine: venv azurite-bin
 	@$(PY) -m pytest tests/engine
 
 lint: venv
@@ -52,6 +52,11 @@ bench-operator: venv
 
 cluster-bin:
 	@bash tests/controlplane/build.sh
+
+# Azurite (npm), the Azure Blob emulator the azure:// tests run, cached by version like the binaries above.
+.PHONY: azurite-bin
+azurite-bin:
+	@bash tests/support/install_azurite.sh >/dev/null
 
 cluster: venv
 	@$(PY) tests/controlplane/cluster.py up

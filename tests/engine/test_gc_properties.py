@@ -379,6 +379,13 @@ def test_protocol_never_loses_an_object_s3(s3: Any, s3_bucket: str, capsys: pyte
     assert COUNTS["protocol-s3"] >= 30
 
 
+def test_protocol_never_loses_an_object_azure(azure: Any, azure_container: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    _run("protocol-azure", f"azure://{azure_container}", azure.endpoint, "protocol", examples=30, steps=25,
+         capsys=capsys)
+    assert COUNTS["protocol-azure"] >= 30
+
+
 def test_naive_gc_loses_an_object(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
     """Without the protocol (a `dvc gc -c`-style GC, snapshots that do not register) the checker must fire."""
     with pytest.raises(AssertionError, match="lost"):

@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.support.emulator import free_port, launch, stop, wait_http
 
 
 def binary() -> str:
@@ -28,12 +27,6 @@ def binary() -> str:
     if not os.access(path, os.X_OK):
         path.chmod(0o755)
     return str(path)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -56,34 +49,21 @@ class FakeGCS:
                 raise
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc)
 
 
 def wait_ready(endpoint: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.1)
-    raise RuntimeError(f"fake-gcs-server at {endpoint} did not become ready in {timeout}s")
+    wait_http(f"{endpoint}/storage/v1/b", timeout, "fake-gcs-server")
 
 
 def start(root: Path, port: int | None = None, log: Path | None = None) -> FakeGCS:
     port = port or free_port()
     root.mkdir(parents=True, exist_ok=True)
     endpoint = f"http://127.0.0.1:{port}"
-    out = open(log or root.parent / f"fakegcs-{port}.log", "ab")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen(
+    proc = launch(
         [binary(), "-scheme", "http", "-host", "127.0.0.1", "-port", str(port), "-backend", "filesystem",
          "-filesystem-root", str(root), "-external-url", endpoint, "-log-level", "warn"],
-        stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        log or root.parent / f"fakegcs-{port}.log",
     )
     wait_ready(endpoint)
     return FakeGCS(endpoint=endpoint, root=root, proc=proc)

@@ -7,24 +7,16 @@ do, from `AWS_*` variables, so the tests exercise the same credential chain a po
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.support.emulator import free_port, launch, stop, wait_http
+
 TEST_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                     "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -42,31 +34,17 @@ class MotoS3:
         self.client().create_bucket(Bucket=name)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop(self.proc)
 
 
 def wait_ready(endpoint: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).read()
-            return
-        except Exception:
-            time.sleep(0.2)
-    raise RuntimeError(f"moto server at {endpoint} did not become ready in {timeout}s")
+    wait_http(f"{endpoint}/moto-api/", timeout, "moto server")
 
 
 def start(log: Path, port: int | None = None) -> MotoS3:
     port = port or free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    out = open(log, "ab")  # noqa: SIM115 - lives with the process
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                            env={**os.environ, **TEST_CREDENTIALS})  # fmt: skip
+    proc = launch([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log,
+                  env={**os.environ, **TEST_CREDENTIALS})
     wait_ready(endpoint)
     return MotoS3(endpoint=endpoint, proc=proc)
