@@ -373,6 +373,30 @@ def test_s3_bucket_source_with_its_own_credentials_file(
     assert code == 3 and "not an AWS shared credentials file" in doc3["error"]["message"], doc3
 
 
+def test_azure_bucket_source_reads_with_its_own_connection_string_never_the_stores(
+    tmp_path: Path, azure: Any, azure_container: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An azure:// prefix read with the connection string in its own credentials file: the same id as the same
+    files from a directory. Without one it is refused, although the store's login is in the environment."""
+    src = sd.make_demo(tmp_path / "src")
+    raw = Store.from_url(f"azure://{azure_container}/raw", azure.endpoint)
+    for p in sorted(src.rglob("*")):
+        if p.is_file():
+            raw.put_file(str(p), p.relative_to(src).as_posix())
+    store = f"azure://{azure_container}/dvc"
+    code, doc0, _ = snap(f"azure://{azure_container}/raw/", store, endpoint=azure.endpoint, tmp=tmp_path)
+    assert code == 3 and "needs source.bucket.credentialsSecret" in doc0["error"]["message"], doc0
+    creds = tmp_path / "source-credentials"
+    creds.write_text(azure.connection_string.replace(azure.endpoint, "https://elsewhere.example") + "\n")
+    monkeypatch.setenv("TERRASNAP_SOURCE_CREDENTIALS", str(creds))
+    code, doc, _ = snap(f"azure://{azure_container}/raw/", store, "--invalid-geometry", "repair",
+                        endpoint=azure.endpoint, tmp=tmp_path)  # the store's endpoint replaces BlobEndpoint
+    assert code == 0, doc
+    _code2, doc2, _ = snap(src, store, "--invalid-geometry", "repair", endpoint=azure.endpoint, tmp=tmp_path)
+    assert doc2["snapshotID"] == doc["snapshotID"]
+    assert azure.account_key not in json.dumps([doc0, doc, doc2])
+
+
 def test_validate_command_is_a_ci_gate(tmp_path: Path) -> None:
     good = sd.make_demo(tmp_path / "good")
     res = CliRunner().invoke(main, ["validate", str(good), "--invalid-geometry", "repair"])

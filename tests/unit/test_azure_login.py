@@ -83,3 +83,12 @@ def test_content_md5_is_read_in_every_form_the_sdk_gives_it() -> None:
     assert _azure_md5({"content_settings": {"content_md5": None}}) is None  # a blob committed from blocks
     assert _azure_md5({"content_settings": {"content_md5": "not base64!"}}) is None
     assert _azure_md5({}) is None
+
+
+def test_a_store_that_is_only_named_needs_no_login_and_one_that_is_used_says_which_is_missing() -> None:
+    from terrasnap.engine.store import Store
+
+    store = Store.from_url("azure://acme-geo/dvc")  # the fetch step compares a remote's URL with it
+    assert store.url == "azure://acme-geo/dvc" and store.root == "acme-geo/dvc"
+    with pytest.raises(UsageError, match=r"store azure://acme-geo/dvc: no Azure credentials"):
+        store.check_reachable()

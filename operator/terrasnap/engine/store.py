@@ -178,7 +178,7 @@ class Store:
             if parsed.netloc not in ("", "localhost"):
                 raise UsageError(f"store {url!r}: file:// URLs must be absolute (file:///path)")
             self.root = os.path.abspath(parsed.path)
-            self.fs: Any = fsspec.filesystem("file", auto_mkdir=True)
+            self._fs: Any = fsspec.filesystem("file", auto_mkdir=True)
         else:
             if not parsed.netloc:
                 raise UsageError(f"store {url!r}: no bucket name")
@@ -187,8 +187,16 @@ class Store:
             except ValueError as exc:
                 raise UsageError(f"store {url!r}: {exc}") from None
             self.root = f"{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
-            self.fs = fs if fs is not None else _FILESYSTEMS[parsed.scheme](self.endpoint)
+            self._fs = fs
         self.url = url.rstrip("/")
+
+    @property
+    def fs(self) -> Any:
+        """The filesystem, logged in on first use: a step that only names the store (fetch compares a DVC
+        remote's URL with it) needs no credentials for it."""
+        if self._fs is None:
+            self._fs = _FILESYSTEMS[self.scheme](self.endpoint)
+        return self._fs
 
     @classmethod
     def from_url(cls, url: str, endpoint: str | None = None) -> Store:
@@ -227,6 +235,10 @@ class Store:
     def check_reachable(self) -> None:
         """Fail fast, with the store's URL in the message, before any work is done."""
         try:
+            fs = self.fs
+        except UsageError as exc:
+            raise UsageError(f"store {self.url}: {exc}") from None
+        try:
             if self.scheme == "file":
                 os.makedirs(self.root, exist_ok=True)
                 if not os.access(self.root, os.W_OK):
@@ -235,7 +247,7 @@ class Store:
                 if self.endpoint:
                     _probe_tcp(self.endpoint)
                 bucket = self.root.split("/", 1)[0]
-                if not self.fs.exists(bucket):
+                if not fs.exists(bucket):
                     raise FileNotFoundError(f"bucket {bucket!r} does not exist")
         except StoreUnreachable:
             raise
