@@ -39,9 +39,12 @@ lint: venv
 bench: venv
 	@$(PY) tests/bench/bench_engine.py
 
-.PHONY: bench-gc
+.PHONY: bench-gc bench-stores
 bench-gc: venv
 	@$(PY) tests/bench/bench_gc.py
+
+bench-stores: venv azurite-bin
+	@$(PY) tests/bench/bench_stores.py
 
 .PHONY: demo-cluster bench-operator
 demo-cluster: venv
