@@ -231,7 +231,7 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
 
         scheme = urlparse(spec.path).scheme
         if scheme == "file":  # a file:// prefix (tests, local runs) has no credentials to choose
-            src = Store(spec.path.rstrip("/"), endpoint)
+            src = Store.from_url(spec.path.rstrip("/"), endpoint)
         else:
             endpoint = endpoint if endpoint is not None else endpoint_from_env(scheme)
             src = Store(spec.path.rstrip("/"), endpoint, fs=bucket_source_filesystem(spec, endpoint))
