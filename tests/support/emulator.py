@@ -43,11 +43,12 @@ def wait_http(url: str, timeout: float, name: str, any_status: bool = False) -> 
     raise RuntimeError(f"{name} at {url} did not become ready in {timeout}s")
 
 
-def stop(proc: subprocess.Popen[bytes] | None) -> None:
+def stop(proc: subprocess.Popen[bytes] | None, grace: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after `grace` seconds."""
     if proc and proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
