@@ -31,6 +31,7 @@ from pyproj import CRS
 
 from terrasnap.engine.formats import declared_multi, vector_format
 from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
+from terrasnap.engine.validate import geojson_arrow
 from terrasnap.engine.validate.content import Refused, safe_open_path
 from terrasnap.engine.validate.findings import Collector, Finding, count_map, sort_key
 from terrasnap.engine.validate.geojson import feature_runs, features_start
@@ -88,6 +89,8 @@ class LayerResult:
     type_changes: dict[str, int] = field(default_factory=dict)
     area_before: float = 0.0
     area_after: float = 0.0
+    reader: str | None = None  # "arrow" (the fast GeoJSON reader) or "gdal"
+    reader_note: str | None = None  # why GDAL read a GeoJSON
     target_crs_wkt: str | None = None  # CRS of the normalized output (the policy's target)
     target_crs_projjson: str | None = None
     target_epsg: int | None = None
@@ -166,6 +169,8 @@ class _Layer:
     geometry_type: str | None  # declared, e.g. "MultiPolygon", "Unknown", None (no geometry)
     attributes: pa.Schema
     batches: Iterator[tuple[pa.RecordBatch, np.ndarray]]
+    reader: str = "gdal"
+    reader_note: str | None = None
 
 
 def _ogr_layers(path: str) -> list[str]:
@@ -193,8 +198,36 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
+def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any]) -> _Layer | str:
+    """The file through the fast reader (geojson_arrow), or why not (then GDAL reads it)."""
+    if os.environ.get("TERRASNAP_GEOJSON_READER", "auto") == "gdal":
+        return "TERRASNAP_GEOJSON_READER=gdal"
+    if crs_member[0]:
+        return "legacy crs member"
+    try:
+        fast = geojson_arrow.read(path)
+    except geojson_arrow.NotSimple as exc:
+        return str(exc)
+    # GDAL's CRS for a GeoJSON without a crs member (2D: the fast reader takes no Z)
+    return _Layer(None, CRS.from_user_input("EPSG:4326"), fast.geometry_type, fast.attributes,
+                  fast.batches(batch_size), reader="arrow")
+
+
 def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool = False,
               crs_member: tuple[bool, Any] = (False, None)) -> _Layer:
+    note = None
+    if geojson and os.path.getsize(path) <= geojson_arrow.MAX_BYTES:
+        fast = _open_fast_geojson(path, batch_size, crs_member)
+        if isinstance(fast, _Layer):
+            return fast
+        note = fast
+    opened = _open_gdal(stack, path, layer, batch_size, geojson, crs_member)
+    opened.reader_note = note
+    return opened
+
+
+def _open_gdal(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool,
+               crs_member: tuple[bool, Any]) -> _Layer:
     opts = GEOJSON_OPEN_OPTIONS if geojson else {}
     meta, reader = stack.enter_context(open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True,
                                                   **opts))
@@ -562,6 +595,7 @@ def _validate_layer(run: _FileRun, lname: str | None, stack: ExitStack, result: 
         lcol.add("parse", run.read_error(f"cannot read: {exc}"))
         result.findings.extend(lcol.finish())
         return
+    lres.reader, lres.reader_note = layer.reader, layer.reader_note
     if layer.geometry_type is None:
         lcol.add("no-geometry", "layer has no geometry column; not normalized")
         result.findings.extend(lcol.finish())
