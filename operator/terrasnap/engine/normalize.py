@@ -97,6 +97,11 @@ def _attribute_name(name: str) -> str:
     return name
 
 
+# A layer's first row groups are held in memory up to this size, so a layer that turns out to mix a type
+# and its multi (repaired bow-ties) is promoted before it is written instead of rewritten after.
+HOLD_BYTES = 96 << 20
+
+
 class GeoParquetWriter:
     """Streams batches into `<path>.partial`; `commit()` renames it into place, `abort()` removes it,
     so a reader never sees a half-written or rejected layer."""
@@ -114,6 +119,8 @@ class GeoParquetWriter:
         self._writer: pq.ParquetWriter | None = pq.ParquetWriter(self.partial, self.schema, **WRITER_OPTIONS,
                                                                  use_dictionary=self._dictionary)
         self.promoted = 0  # singles rewritten as multis at commit (see _promote_mixed)
+        self._held: list[pa.Table] | None = []  # row groups not written yet (None: streaming)
+        self._held_bytes = 0
         self._types: set[str] = set()
         self._bbox: list[float] | None = None
         self.rows = 0
@@ -144,8 +151,21 @@ class GeoParquetWriter:
         if wkb.type != pa.binary():
             wkb = wkb.cast(pa.binary())
         table = pa.Table.from_arrays([*columns, wkb, bbox], schema=self.schema)
-        self._writer.write_table(table, row_group_size=max(len(table), 1))
         self.rows += len(table)
+        if self._held is not None:
+            self._held.append(table)
+            self._held_bytes += table.nbytes
+            if self._held_bytes > HOLD_BYTES:
+                self._release()  # this table included
+            return
+        self._writer.write_table(table, row_group_size=max(len(table), 1))
+
+    def _release(self) -> None:
+        """Write the held row groups and stream from now on."""
+        assert self._writer is not None and self._held is not None
+        for table in self._held:
+            self._writer.write_table(table, row_group_size=max(len(table), 1))
+        self._held, self._held_bytes = None, 0
 
     @property
     def geometry_types(self) -> list[str]:
@@ -158,13 +178,19 @@ class GeoParquetWriter:
     def commit(self) -> Path:
         assert self._writer is not None, "writer already closed"
         promotion = _promotion(self._types)
-        if promotion is not None:
+        if promotion is not None and self._held is not None:
             # Polygon and MultiPolygon in one layer (typically: repaired bow-ties): one type is what a
-            # consumer wants, but which one is only known at the end of the stream, so rewrite.
+            # consumer wants; the layer is still in memory, so promote it before writing.
+            self._held = [self._promote_table(t, *promotion[:2]) for t in self._held]
+            self._types = {promotion[2]}
+        elif promotion is not None:
+            # ... or rewrite what was streamed
             self._writer.close()
             self._writer = None
             self._promote_mixed(*promotion)
         assert self._writer is not None
+        if self._held is not None:
+            self._release()
         meta = geo_metadata(self.crs, self.geometry_types, self._bbox)
         self._writer.add_key_value_metadata({"geo": json.dumps(meta, sort_keys=True, separators=(",", ":"))})
         self._writer.close()
@@ -179,28 +205,29 @@ class GeoParquetWriter:
         first = self.partial.with_name(self.partial.name + ".1")
         os.replace(self.partial, first)
         src = pq.ParquetFile(first)
-        prefix = pa.scalar(b"\x01" + int(multi_code).to_bytes(4, "little") + (1).to_bytes(4, "little"), pa.binary())
-        single = pa.scalar(int(single_code).to_bytes(4, "little"), pa.binary())
-        little = pa.scalar(b"\x01", pa.binary())
-        empty = pa.scalar(b"", pa.binary())
         self._writer = pq.ParquetWriter(self.partial, src.schema_arrow, **WRITER_OPTIONS,
                                         use_dictionary=self._dictionary)
         try:
             for i in range(src.num_row_groups):
-                table = src.read_row_group(i)
-                k = table.schema.get_field_index(GEOMETRY_COLUMN)
-                col = table.column(k).combine_chunks()
-                if pc.all(pc.equal(pc.binary_slice(col, 0, 1), little)).as_py():
-                    mask = pc.equal(pc.binary_slice(col, 1, 5), single)
-                    self.promoted += pc.sum(mask).as_py() or 0
-                    col = pc.if_else(mask, pc.binary_join_element_wise(prefix, col, empty), col)
-                else:  # big-endian WKB passed through from the input: re-encode with shapely
-                    col = self._promote_with_shapely(col, single_code)
-                self._writer.write_table(table.set_column(k, table.schema.field(k), col),
-                                         row_group_size=max(len(table), 1))
+                table = self._promote_table(src.read_row_group(i), single_code, multi_code)
+                self._writer.write_table(table, row_group_size=max(len(table), 1))
         finally:
             first.unlink(missing_ok=True)
         self._types = {multi_name}
+
+    def _promote_table(self, table: pa.Table, single_code: int, multi_code: int) -> pa.Table:
+        """In little-endian WKB a one-part multi is a 9-byte header in front of the single's own WKB."""
+        prefix = pa.scalar(b"\x01" + int(multi_code).to_bytes(4, "little") + (1).to_bytes(4, "little"), pa.binary())
+        single = pa.scalar(int(single_code).to_bytes(4, "little"), pa.binary())
+        k = table.schema.get_field_index(GEOMETRY_COLUMN)
+        col = table.column(k).combine_chunks()
+        if pc.all(pc.equal(pc.binary_slice(col, 0, 1), pa.scalar(b"\x01", pa.binary()))).as_py():
+            mask = pc.equal(pc.binary_slice(col, 1, 5), single)
+            self.promoted += pc.sum(mask).as_py() or 0
+            col = pc.if_else(mask, pc.binary_join_element_wise(prefix, col, pa.scalar(b"", pa.binary())), col)
+        else:  # big-endian WKB passed through from the input: re-encode with shapely
+            col = self._promote_with_shapely(col, single_code)
+        return table.set_column(k, table.schema.field(k), col)
 
     def _promote_with_shapely(self, col: pa.Array, single_code: int) -> pa.Array:
         geoms = shapely.from_wkb(col.to_numpy(zero_copy_only=False))
@@ -213,6 +240,7 @@ class GeoParquetWriter:
         return encode_wkb(geoms)
 
     def abort(self) -> None:
+        self._held = None
         if self._writer is not None:
             try:
                 self._writer.close()

@@ -91,23 +91,31 @@ def read(path: str) -> ArrowLayer:
 def _first_feature(data: bytearray, start: int, look: int = 64) -> tuple[dict[str, object], str]:
     """The first feature (its properties give GDAL's field order) and the first geometry's type among
     the first `look` features (it sets the nesting the parser expects)."""
-    text = data[start:start + (8 << 20)].decode("utf-8", errors="replace")
+    window = 1 << 16
+    while True:
+        text = data[start:start + window].decode("utf-8", errors="replace")
+        try:
+            return _first_of(text, look)
+        except (ValueError, RecursionError):
+            if start + window >= len(data) or window >= 64 << 20:
+                raise NotSimple("the first features do not decode on their own") from None
+            window *= 8  # a feature runs past the window
+
+
+def _first_of(text: str, look: int) -> tuple[dict[str, object], str]:
     decoder = json.JSONDecoder()
     i, first, gtype = 0, None, None
-    try:
-        for _ in range(look):
-            while i < len(text) and text[i] in " \t\r\n,":
-                i += 1
-            if text[i:i + 1] != "{":
-                break
-            obj, i = decoder.raw_decode(text, i)
-            first = obj if first is None else first
-            geom = obj.get("geometry") if isinstance(obj, dict) else None
-            if isinstance(geom, dict):
-                gtype = geom.get("type")
-                break
-    except (ValueError, RecursionError):
-        raise NotSimple("the first features do not decode on their own") from None
+    for _ in range(look):
+        while i < len(text) and text[i] in " \t\r\n,":
+            i += 1
+        if text[i:i + 1] != "{":
+            break
+        obj, i = decoder.raw_decode(text, i)
+        first = obj if first is None else first
+        geom = obj.get("geometry") if isinstance(obj, dict) else None
+        if isinstance(geom, dict):
+            gtype = geom.get("type")
+            break
     if not isinstance(first, dict) or gtype not in _TYPES:
         raise NotSimple(f"first geometry type {gtype!r}")
     return first, str(gtype)
