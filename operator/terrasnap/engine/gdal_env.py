@@ -25,8 +25,10 @@ the skip list the VRT driver is gone; EMPTY_DIR hides an external `.ovr`; a shap
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Mapping
+from types import ModuleType
 
 from terrasnap.engine.formats import RASTER_FORMATS, VECTOR_FORMATS
 
@@ -54,6 +56,7 @@ CONFIG: Mapping[str, str] = {
 }
 
 _done = False
+_ogr_locked = False
 
 
 class UnsafePath(ValueError):
@@ -86,9 +89,24 @@ def lock_down() -> None:
         return
     for key, value in CONFIG.items():
         os.environ[key] = value  # child processes (terrasnap's own subprocesses) inherit them
-    _lock_pyogrio()
+    if "pyogrio" in sys.modules:  # already loaded (e.g. by geopandas): lock it now
+        ogr()
     _lock_rasterio()
     _done = True
+
+
+def ogr() -> ModuleType:
+    """pyogrio, locked down before its first use. Imported on demand: it imports geopandas and pandas
+    (over a second), which validating GeoJSON the fast reader takes never needs; every use of pyogrio
+    in the engine goes through here."""
+    global _ogr_locked
+    import pyogrio
+    import pyogrio.raw  # noqa: F401  (open_arrow)
+
+    if not _ogr_locked:
+        _lock_pyogrio()
+        _ogr_locked = True
+    return pyogrio
 
 
 def _lock_pyogrio() -> None:
@@ -127,8 +145,9 @@ def _lock_rasterio() -> None:
 
 def locked_drivers() -> dict[str, list[str]]:
     """The drivers each GDAL copy has registered now (for tests and `terrasnap validate --debug`)."""
-    import pyogrio
     import rasterio
+
+    pyogrio = ogr()
 
     with rasterio.Env() as env:
         raster = sorted(env.drivers())

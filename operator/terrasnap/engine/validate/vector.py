@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyogrio
 import shapely
-from pyogrio.raw import open_arrow
 from pyproj import CRS
 
+from terrasnap.engine import gdal_env
 from terrasnap.engine.formats import declared_multi, vector_format
 from terrasnap.engine.normalize import WKB_OPTIONS, GeoParquetWriter, normalized_relpath
 from terrasnap.engine.validate import geojson_arrow
@@ -174,7 +173,7 @@ class _Layer:
 
 
 def _ogr_layers(path: str) -> list[str]:
-    return [str(name) for name, _ in pyogrio.list_layers(path)]
+    return [str(name) for name, _ in gdal_env.ogr().list_layers(path)]
 
 
 # GeoJSON: keep dates and arrays as the text they are. Type guesses differ between a whole file and
@@ -228,6 +227,7 @@ def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, g
 
 def _open_gdal(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool,
                crs_member: tuple[bool, Any]) -> _Layer:
+    open_arrow = gdal_env.ogr().raw.open_arrow  # locked down on first use (gdal_env)
     opts = GEOJSON_OPEN_OPTIONS if geojson else {}
     meta, reader = stack.enter_context(open_arrow(path, layer=layer, batch_size=batch_size, use_pyarrow=True,
                                                   **opts))
