@@ -101,7 +101,7 @@ def ogr() -> ModuleType:
     in the engine goes through here."""
     global _ogr_locked
     import pyogrio
-    import pyogrio.raw  # noqa: F401  (open_arrow)
+    import pyogrio.raw
 
     if not _ogr_locked:
         _lock_pyogrio()
