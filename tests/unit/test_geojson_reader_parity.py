@@ -104,3 +104,36 @@ def test_small_batches_give_the_same_row_groups(tmp_path: Path, monkeypatch: pyt
         validate_vector(src, Policy(invalid_geometry="repair"), "b.geojson", out, batch_size=64)
         outs[reader] = out.read_bytes()
     assert outs["gdal"] == outs["auto"]
+
+
+RUNS = {
+    # (later features' properties, the reader that must end up reading the file)
+    "uniform": (lambda i: {"i": i, "s": f"x{i}"}, "arrow"),
+    "int32-then-int64": (lambda i: {"i": i if i < 250 else 2**40 + i, "s": "x"}, "arrow"),
+    "null-then-int": (lambda i: {"i": None if i < 250 else i, "s": "x"}, "arrow"),
+    "int-then-real": (lambda i: {"i": i if i < 250 else i + 0.5, "s": "x"}, "arrow"),
+    "number-then-string": (lambda i: {"i": i if i < 250 else "text", "s": "x"}, "gdal"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNS))
+def test_big_files_read_in_runs_match_gdal(tmp_path: Path, name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file past MAX_BYTES is read in runs by both readers; types that widen in a later run restart the
+    fast reader with the wider types, anything it cannot reproduce hands the file to GDAL."""
+    from terrasnap.engine.validate import geojson_arrow, vector
+
+    props, want = RUNS[name]
+    feats = [sd.feature(sd.bowtie_at(sd.LON0 + i * 1e-3, sd.LAT0) if i % 7 == 0 else
+                        sd.square(sd.LON0 + i * 1e-3, sd.LAT0, 1e-4), props(i)) for i in range(300)]
+    src = tmp_path / "big.geojson"
+    src.write_text('{"type": "FeatureCollection", "features": [\n'
+                   + ",\n".join(json.dumps(f) for f in feats) + "\n]}\n")
+    monkeypatch.setattr(geojson_arrow, "MAX_BYTES", 10_000)
+    monkeypatch.setattr(vector, "GEOJSON_CHUNKED_MIN_BYTES", 10_000)
+    monkeypatch.setattr(vector, "GEOJSON_RUN_BYTES", 8_000)
+    gdal_doc, gdal_bytes = run(src, POLICIES["repair"], tmp_path / "gdal.parquet", "gdal", monkeypatch)
+    auto_doc, auto_bytes = run(src, POLICIES["repair"], tmp_path / "auto.parquet", "auto", monkeypatch)
+    assert auto_doc == gdal_doc
+    assert auto_bytes == gdal_bytes and auto_bytes is not None
+    layer = validate_vector(src, POLICIES["repair"], src.name).layers[0]
+    assert layer.reader == want, layer.reader_note

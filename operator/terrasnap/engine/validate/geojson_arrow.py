@@ -28,8 +28,8 @@ import pyarrow.json as pj
 
 from terrasnap.engine.validate.geojson import features_start
 
-# Above this a file is read by GDAL in runs (bounded memory); the Arrow table of a whole file costs
-# about 1.5x its size.
+# From this size on a file is read in runs of whole features (read_runs; bounded memory): the Arrow
+# table of a whole file costs about 1.5x its size.
 MAX_BYTES = 96 << 20
 
 _INT32 = (-(1 << 31), (1 << 31) - 1)
@@ -67,8 +67,8 @@ class ArrowLayer:
 def read(path: str) -> ArrowLayer:
     """The file's single layer, or NotSimple."""
     size = os.path.getsize(path)
-    if size > MAX_BYTES:
-        raise NotSimple("bigger than the fast reader takes at once")
+    if size >= MAX_BYTES:
+        raise NotSimple("bigger than the fast reader takes at once (read_runs reads it)")
     data = bytearray(size)
     with open(path, "rb") as f:
         if f.readinto(data) != size:
@@ -77,6 +77,61 @@ def read(path: str) -> ArrowLayer:
     if start is None:
         raise NotSimple("not a FeatureCollection whose features array starts in the first MiB")
     first, gtype = _first_feature(data, start)
+    layer, _ = _read_features(data, start, gtype, _keys(first), None)
+    return layer
+
+
+class SchemaGrew(NotSimple):
+    """A later run of a big file needs wider attribute types than the runs before it (e.g. an integer
+    beyond int32): read the file again with these as the floor."""
+
+    def __init__(self, floor: dict[str, pa.DataType]) -> None:
+        super().__init__("attribute types widen later in the file")
+        self.floor = floor
+
+
+@dataclass
+class Runs:
+    """A big file read run by run (geojson.feature_runs), every run's attributes in one schema."""
+
+    geometry_type: str
+    attributes: pa.Schema
+    floor: dict[str, pa.DataType]
+    _first: ArrowLayer
+    _rest: Iterator[bytes]
+    _gtype_keys: tuple[str, list[str]]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+        """Each run cut into batches of `batch_size`, as GDAL cuts each run. Raises SchemaGrew."""
+        yield from self._first.batches(batch_size)
+        gtype, keys = self._gtype_keys
+        for run in self._rest:
+            data = bytearray(run)
+            layer, _ = _read_features(data, data.index(b"[") + 1, gtype, keys, self.floor)
+            yield from layer.batches(batch_size)
+
+
+def read_runs(path: str, start: int, run_bytes: int, floor: dict[str, pa.DataType] | None = None) -> Runs:
+    """A big FeatureCollection (no `crs` member) as Runs; the first run is read here (it sets the schema)."""
+    from terrasnap.engine.validate.geojson import feature_runs
+
+    with open(path, "rb") as f:
+        head = bytearray(f.read(start + (8 << 20)))
+    first_feature, gtype = _first_feature(head, start)
+    keys = _keys(first_feature)
+    runs = feature_runs(path, start, run_bytes)
+    first = bytearray(next(runs, b'{"type":"FeatureCollection","features":[]}'))
+    layer, floor = _read_features(first, first.index(b"[") + 1, gtype, keys, floor)
+    return Runs(gtype, layer.attributes, floor, layer, runs, (gtype, keys))
+
+
+def _keys(first: dict[str, object]) -> list[str]:
+    props = first.get("properties")
+    return list(props) if isinstance(props, dict) else []
+
+
+def _read_features(data: bytearray, start: int, gtype: str, keys: list[str],
+                   floor: dict[str, pa.DataType] | None) -> tuple[ArrowLayer, dict[str, pa.DataType]]:
     props_schema = None
     for _ in range(2):
         table = _parse(data, start, gtype, props_schema)
@@ -85,7 +140,7 @@ def read(path: str) -> ArrowLayer:
             break
     else:  # pragma: no cover - a re-read with explicit string types cannot infer timestamps again
         raise NotSimple("date-like strings")
-    return _convert(table, gtype, first)
+    return _convert(table, gtype, keys, floor)
 
 
 def _first_feature(data: bytearray, start: int, look: int = 64) -> tuple[dict[str, object], str]:
@@ -184,7 +239,8 @@ def _timestamps_as_strings(table: pa.Table) -> pa.DataType | None:
                       else f for f in fields])
 
 
-def _convert(table: pa.Table, gtype: str, first: dict[str, object]) -> ArrowLayer:
+def _convert(table: pa.Table, gtype: str, keys: list[str],
+             floor: dict[str, pa.DataType] | None) -> tuple[ArrowLayer, dict[str, pa.DataType]]:
     names = set(table.column_names)
     extra = names - {"type", "geometry", "properties", "id"}
     if extra:
@@ -194,49 +250,76 @@ def _convert(table: pa.Table, gtype: str, first: dict[str, object]) -> ArrowLaye
         raise NotSimple("a member of features is not a Feature")
     if "id" in names and not pa.types.is_integer(table.schema.field("id").type):
         raise NotSimple("feature ids that are not integers (GDAL makes them an attribute)")
-    attrs = _attributes(table.column("properties") if "properties" in names else None, first, table.num_rows)
-    geom = table.column("geometry").combine_chunks()
-    wkb = _wkb(geom, gtype)
-    return ArrowLayer(gtype, attrs.schema, attrs, wkb)
+    attrs, seen = _attributes(table.column("properties") if "properties" in names else None, keys,
+                              table.num_rows, floor)
+    wkb = _wkb(table.column("geometry").combine_chunks(), gtype)
+    return ArrowLayer(gtype, attrs.schema, attrs, wkb), seen
 
 
-def _attributes(props: pa.ChunkedArray | None, first: dict[str, object], n: int) -> pa.Table:
-    fprops = first.get("properties")
-    keys = list(fprops) if isinstance(fprops, dict) else []
-    if props is None or pa.types.is_null(props.type):
-        if keys:
-            raise NotSimple("properties not as expected")
-        return pa.Table.from_struct_array(pa.nulls(n, pa.struct([])))  # n rows, no columns
-    if not pa.types.is_struct(props.type):
-        raise NotSimple("properties is not an object")
-    arr = props.combine_chunks()
-    fields = list(props.type)
-    if not fields and not keys:
-        return pa.Table.from_struct_array(pa.nulls(n, pa.struct([])))
-    if [f.name for f in fields] != keys:
-        raise NotSimple("properties differ between features (GDAL orders sparse fields its own way)")
+def _kind(col: pa.Array) -> pa.DataType:
+    """The GDAL field type one run's values call for (null: no value yet)."""
+    t = col.type
+    if pa.types.is_null(t) or col.null_count == len(col):
+        return pa.null()
+    if pa.types.is_int64(t):
+        mm = pc.min_max(col)
+        lo, hi = mm["min"].as_py(), mm["max"].as_py()
+        return pa.int32() if lo >= _INT32[0] and hi <= _INT32[1] else pa.int64()
+    if pa.types.is_float64(t) or pa.types.is_boolean(t) or pa.types.is_string(t):
+        return t
+    raise NotSimple(f"a property of type {t} (GDAL writes JSON text)")
+
+
+_NUMERIC = [pa.int32(), pa.int64(), pa.float64()]
+
+
+def _merge(a: pa.DataType, b: pa.DataType) -> pa.DataType:
+    """GDAL's type over the whole file from two parts' types: int32 < int64 < double; null is no value."""
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    if a in _NUMERIC and b in _NUMERIC:
+        return max(a, b, key=_NUMERIC.index)
+    raise NotSimple("a property of different JSON types (GDAL makes it a string or JSON text)")
+
+
+def _attributes(props: pa.ChunkedArray | None, keys: list[str], n: int,
+                floor: dict[str, pa.DataType] | None) -> tuple[pa.Table, dict[str, pa.DataType]]:
+    """The attribute columns in GDAL's types (`floor`: at least these, from earlier runs), and the types
+    seen so far. Fields are the first feature's properties, in its order."""
     lowered = [k.lower() for k in keys]
     if len(set(lowered)) != len(keys) or any(not k or k in _RESERVED for k in lowered):
         raise NotSimple("property names GDAL would rename")
-    cols, out_fields = [], []
-    parent_nulls = arr.is_null() if arr.null_count else None
-    for i, f in enumerate(fields):
-        col = arr.field(i)
-        if parent_nulls is not None:  # properties: null → every attribute null
-            col = pc.if_else(parent_nulls, pa.nulls(len(col), col.type), col)
-        t = f.type
-        if pa.types.is_null(t):
-            col, t = pa.nulls(len(col), pa.string()), pa.string()
-        elif pa.types.is_int64(t):
-            mm = pc.min_max(col)
-            lo, hi = mm["min"].as_py(), mm["max"].as_py()
-            if lo is None or (lo >= _INT32[0] and hi <= _INT32[1]):
-                col, t = col.cast(pa.int32()), pa.int32()
-        elif not (pa.types.is_float64(t) or pa.types.is_boolean(t) or pa.types.is_string(t)):
-            raise NotSimple(f"property {f.name!r} of type {t} (GDAL writes JSON text)")
-        cols.append(col)
-        out_fields.append(pa.field(f.name, t))
-    return pa.Table.from_arrays(cols, schema=pa.schema(out_fields))
+    cols: dict[str, pa.Array] = {}
+    if props is not None and not pa.types.is_null(props.type):
+        if not pa.types.is_struct(props.type):
+            raise NotSimple("properties is not an object")
+        arr = props.combine_chunks()
+        names = [f.name for f in props.type]
+        # GDAL orders a field first seen in a later feature its own way
+        if (floor is None and names != keys[:len(names)]) or not set(names) <= set(keys):
+            raise NotSimple("properties differ between features (GDAL orders sparse fields its own way)")
+        parent_nulls = arr.is_null() if arr.null_count else None
+        for i, name in enumerate(names):
+            col = arr.field(i)
+            if parent_nulls is not None:  # properties: null -> every attribute null
+                col = pc.if_else(parent_nulls, pa.nulls(len(col), col.type), col)
+            cols[name] = col
+    seen = {k: _merge(floor.get(k, pa.null()) if floor else pa.null(),
+                      _kind(cols[k]) if k in cols else pa.null()) for k in keys}
+    if floor is not None and seen != floor:
+        raise SchemaGrew(seen)
+    out_cols, fields = [], []
+    for k in keys:
+        t = pa.string() if pa.types.is_null(seen[k]) else seen[k]  # GDAL: a field never set is a string
+        col = cols.get(k)
+        out_cols.append(pa.nulls(n, t) if col is None or pa.types.is_null(col.type) else
+                        col if col.type == t else col.cast(t))
+        fields.append(pa.field(k, t))
+    if not keys:
+        return pa.Table.from_struct_array(pa.nulls(n, pa.struct([]))), seen  # n rows, no columns
+    return pa.Table.from_arrays(out_cols, schema=pa.schema(fields)), seen
 
 
 def _wkb(geom: pa.StructArray, gtype: str) -> pa.Array:

@@ -179,8 +179,9 @@ def _ogr_layers(path: str) -> list[str]:
 # GeoJSON: keep dates and arrays as the text they are. Type guesses differ between a whole file and
 # a run of it (chunked reading), and a normalization must not rewrite "2020/01/02" as 2020-01-02.
 GEOJSON_OPEN_OPTIONS = {"DATE_AS_STRING": "YES", "ARRAY_AS_STRING": "YES"}
-# Above this size a GeoJSON is read in runs of whole features (see geojson.py: bounded memory).
-GEOJSON_CHUNKED_MIN_BYTES = 256 << 20
+# Above this size a GeoJSON is read in runs of whole features (see geojson.py: bounded memory), by
+# either reader, so both cut the same batches.
+GEOJSON_CHUNKED_MIN_BYTES = geojson_arrow.MAX_BYTES
 GEOJSON_RUN_BYTES = 16 << 20
 
 
@@ -197,26 +198,34 @@ def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(cols, schema=schema)
 
 
-def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any]) -> _Layer | str:
+def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any], reading: _Reading) -> _Layer | str:
     """The file through the fast reader (geojson_arrow), or why not (then GDAL reads it)."""
     if os.environ.get("TERRASNAP_GEOJSON_READER", "auto") == "gdal":
         return "TERRASNAP_GEOJSON_READER=gdal"
     if crs_member[0]:
         return "legacy crs member"
     try:
-        fast = geojson_arrow.read(path)
+        if os.path.getsize(path) < geojson_arrow.MAX_BYTES:
+            fast = geojson_arrow.read(path)
+            gtype, attrs, batches = fast.geometry_type, fast.attributes, fast.batches(batch_size)
+        else:
+            start = features_start(path)
+            if start is None:
+                return "not a FeatureCollection whose features array starts in the first MiB"
+            runs = geojson_arrow.read_runs(path, start, GEOJSON_RUN_BYTES, reading.floor)
+            gtype, attrs, batches = runs.geometry_type, runs.attributes, runs.batches(batch_size)
     except geojson_arrow.NotSimple as exc:
         return str(exc)
     # GDAL's CRS for a GeoJSON without a crs member (2D: the fast reader takes no Z)
-    return _Layer(None, CRS.from_user_input("EPSG:4326"), fast.geometry_type, fast.attributes,
-                  fast.batches(batch_size), reader="arrow")
+    return _Layer(None, CRS.from_user_input("EPSG:4326"), gtype, attrs, batches, reader="arrow")
 
 
 def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool = False,
-              crs_member: tuple[bool, Any] = (False, None)) -> _Layer:
-    note = None
-    if geojson and os.path.getsize(path) <= geojson_arrow.MAX_BYTES:
-        fast = _open_fast_geojson(path, batch_size, crs_member)
+              crs_member: tuple[bool, Any] = (False, None), reading: _Reading | None = None) -> _Layer:
+    reading = reading or _Reading()
+    note = reading.note
+    if geojson and not reading.gdal:
+        fast = _open_fast_geojson(path, batch_size, crs_member, reading)
         if isinstance(fast, _Layer):
             return fast
         note = fast
@@ -338,6 +347,8 @@ def prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
                 if not put(item):
                     return
             put(_END)
+        except geojson_arrow.NotSimple as exc:  # the fast reader declines: the layer is read again
+            put(exc)
         except Exception as exc:  # handed to the consumer, which raises it where it is read
             put(ReadError(str(exc)))
         except BaseException as exc:
@@ -576,15 +587,40 @@ def _open_file(path: str, fmt_name: str | None) -> tuple[list[str | None], tuple
     return layer_names, crs_member
 
 
+@dataclass
+class _Reading:
+    """How a layer is read: the fast GeoJSON reader (with a type floor after a restart) or GDAL."""
+
+    floor: dict[str, pa.DataType] | None = None
+    gdal: bool = False
+    note: str | None = None  # why GDAL
+
+
 def _validate_layer(run: _FileRun, lname: str | None, stack: ExitStack, result: VectorResult,
                     writers: list[tuple[GeoParquetWriter, LayerResult]]) -> None:
-    """Open one layer, settle its CRS, stream it through the rules into its writer, record the results."""
+    """Open one layer, settle its CRS, stream it through the rules into its writer, record the results.
+    A big GeoJSON the fast reader declines partway (a type that widens, something only GDAL reads its
+    way) is read again from the start: with the wider types, or after three restarts by GDAL."""
+    reading = _Reading()
+    for attempt in range(4):
+        reading.gdal = reading.gdal or attempt == 3
+        try:
+            _validate_layer_once(run, lname, stack, result, writers, reading)
+            return
+        except geojson_arrow.SchemaGrew as grew:
+            reading.floor = grew.floor
+        except geojson_arrow.NotSimple as exc:
+            reading.gdal, reading.note = True, str(exc)
+
+
+def _validate_layer_once(run: _FileRun, lname: str | None, stack: ExitStack, result: VectorResult,
+                         writers: list[tuple[GeoParquetWriter, LayerResult]], reading: _Reading) -> None:
     lcol = Collector(run.rel, layer=lname if len(run.layer_names) > 1 else None, policy=run.policy)
     lres = LayerResult(lname)
     result.layers.append(lres)
     try:
         layer = (_open_geoparquet(run.path, run.batch_size) if run.fmt_name == "GeoParquet"
-                 else _open_ogr(stack, run.path, lname, run.batch_size, run.geojson, run.crs_member))
+                 else _open_ogr(stack, run.path, lname, run.batch_size, run.geojson, run.crs_member, reading))
     except NotGeoParquet as exc:
         # a data table next to the labels is legitimate: kept as a raw file, not normalized
         result.layers.pop()
@@ -606,7 +642,14 @@ def _validate_layer(run: _FileRun, lname: str | None, stack: ExitStack, result: 
                        footprint=run.footprint)
     stats = LayerStats()
     writer = _layer_writer(run, lname, layer, stack, writers, lres) if crs is not None else None
-    _stream(run, layer, ctx, stats, lcol, writer)
+    try:
+        _stream(run, layer, ctx, stats, lcol, writer)
+    except geojson_arrow.NotSimple:  # undo this attempt; the caller reads the layer again
+        result.layers.remove(lres)
+        if writer is not None:
+            writer.abort()
+            writers.remove((writer, lres))
+        raise
     finish_layer(ctx, stats, lcol)
     if run.geojson:
         _rfc7946(run.crs_member, crs, stats, lcol)
