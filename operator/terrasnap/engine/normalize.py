@@ -99,7 +99,7 @@ def _attribute_name(name: str) -> str:
 
 # A layer's first row groups are held in memory up to this size, so a layer that turns out to mix a type
 # and its multi (repaired bow-ties) is promoted before it is written instead of rewritten after.
-HOLD_BYTES = 96 << 20
+HOLD_BYTES = 32 << 20
 
 
 class GeoParquetWriter:
