@@ -416,10 +416,10 @@ def _put(out: np.ndarray, mask: np.ndarray, at: np.ndarray, values: np.ndarray |
         out[at] = values
         mask[at] = True
         return
-    b = np.broadcast_to(np.asarray(values, "<u4"), at.shape).astype("<u4").view(np.uint8).reshape(-1, 4)
-    idx = at[:, None] + np.arange(4)
-    out[idx] = b
-    mask[idx] = True
+    lanes = np.broadcast_to(np.asarray(values, "<u4"), at.shape).astype("<u4").view(np.uint8).reshape(-1, 4)
+    for k in range(4):  # one scatter per byte: no (n, 4) index array
+        out[at + k] = lanes[:, k]
+        mask[at + k] = True
 
 
 def _binary(n: int, valid: np.ndarray, sizes: np.ndarray, data: np.ndarray) -> pa.Array:
