@@ -205,6 +205,11 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
+def runs_of(xs: Sequence[float]) -> str:
+    """Every run's figure beside the median: the spread says how noisy the shared machine was."""
+    return "" if len(xs) < 2 else f"; runs {', '.join(f'{x:.1f}' for x in xs)} s"
+
+
 # -- the table -----------------------------------------------------------------------------------------
 
 @dataclass
@@ -264,9 +269,10 @@ def series(data: Path, state: Path, repeat: int, resnap: bool) -> dict[str, list
 def report_naive(t: Table, s: dict[str, list[Any]], label: str) -> float:
     naive = med([r.seconds for r in s["naive"]])
     ours = med([r.seconds for r, _ in s["first"]])
-    t.add(f"naive script {label} (1 process)", secs(naive), "baseline")
+    t.add(f"naive script {label} (1 process)", secs(naive), "baseline" + runs_of([r.seconds for r in s["naive"]]))
     t.add(f"terrasnap snapshot {label}, file:// store", secs(ours),
-          f"{ours / naive:.2f}x naive (target <= 0.4x); peak RSS {mb(max(r.peak_rss_mb for r, _ in s['first']))}",
+          f"{ours / naive:.2f}x naive (target <= 0.4x); peak RSS {mb(max(r.peak_rss_mb for r, _ in s['first']))}"
+          + runs_of([r.seconds for r, _ in s["first"]]),
           ours / naive <= 0.4)
     return ours
 
@@ -280,7 +286,7 @@ def report_resnap(t: Table, s: dict[str, list[Any]], label: str, targets: bool =
         stats = runs[len(runs) // 2][1]["stats"]
         t.add(f"{what} {label}", secs(med([r.seconds for r, _ in runs])),
               f"{stats['bytesHashed'] / 1e6:.1f} MB hashed, {stats['objectsPushed']} objects pushed, "
-              f"{stats.get('hashCacheHits', 0)} hash-cache hits")
+              f"{stats.get('hashCacheHits', 0)} hash-cache hits" + runs_of([r.seconds for r, _ in runs]))
 
 
 def section_hash(t: Table, root: Path, repeat: int) -> None:
@@ -358,11 +364,11 @@ def section_small(t: Table, root: Path, state: Path, repeat: int) -> None:
     t.add("dvc push to a file:// remote", secs(push))
     t.add(f"baseline: script + dvc add + dvc push ({nfiles} files, {nbytes / 1e6:.0f} MB)", secs(base), "baseline")
     t.add("terrasnap first snapshot", secs(ours), f"{ours / base:.2f}x baseline (target <= 0.5x); "
-          f"{ours / nfiles * 1000:.1f} ms per file", ours / base <= 0.5)
+          f"{ours / nfiles * 1000:.1f} ms per file" + runs_of(rows["first"]), ours / base <= 0.5)
     peak = max(rows["rss"])
     t.add("  its peak RSS", mb(peak), "target < 400 MB", peak < 400)
     kept_s = med(rows["kept"])
-    t.add("unchanged re-snapshot, kept --workdir", secs(kept_s), "target < 2 s", kept_s < 2)
+    t.add("unchanged re-snapshot, kept --workdir", secs(kept_s), "target < 2 s" + runs_of(rows["kept"]), kept_s < 2)
     t.add("report.json in the store", f"{sizes['report'] / 1e3:.0f} kB", f"{sizes['warnings']} warnings reported")
     t.add("result document (stdout JSON)", f"{sizes['result'] / 1e3:.1f} kB")
 
@@ -379,7 +385,7 @@ def section_big(t: Table, path: Path, state: Path, repeat: int) -> None:
     s = med([r.seconds for r in runs])
     rate = size / 1e6 / s
     peak = max(r.peak_rss_mb for r in runs)
-    t.add(f"snapshot of one {size / 1e9:.2f} GB GeoJSON", secs(s), f"{rate:.1f} MB/s (target >= 100 MB/s)", rate >= 100)
+    t.add(f"snapshot of one {size / 1e9:.2f} GB GeoJSON", secs(s), f"{rate:.1f} MB/s (target >= 100 MB/s)" + runs_of([r.seconds for r in runs]), rate >= 100)
     t.add("  its peak RSS", mb(peak), "target < 600 MB", peak < 600)
 
 
@@ -415,6 +421,7 @@ def main() -> int:
         if args.scale > 1 and (only & {"naive", "resnap"}) else None
     if args.generate_only:
         return 0
+    load0 = os.getloadavg()[0]
     log(f"{os.cpu_count()} cores; median of {args.repeat}; sections {','.join(s for s in SECTIONS if s in only)}")
 
     t = Table()
@@ -459,6 +466,9 @@ def main() -> int:
         t.section("big: one large GeoJSON")
         section_big(t, big, state / "big", args.repeat)
     t.print()
+    # a shared machine: a load above the core count means other work competed with these figures
+    log(f"\nload average (1 min): {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end, "
+        f"{os.cpu_count()} cores")
     return 0
 
 
