@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
+import geoparquet_validator as gpv  # a dev extra: a missing install fails here, never skips
 import pyarrow.parquet as pq
 import pytest
 import shapely
@@ -21,8 +22,6 @@ import shapely
 from terrasnap.engine.stage import build_report
 from terrasnap.engine.validate.policy import Policy
 from tests.support import sampledata as sd
-
-gpv = pytest.importorskip("geoparquet_validator")
 
 CLASSES = ("core", "covering")
 X, Y = sd.LON0, sd.LAT0
@@ -65,7 +64,7 @@ def make_fixtures(raw: Path) -> None:
 
 @pytest.fixture(scope="module")
 def normalized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """source file (or file:layer) -> the GeoParquet the engine wrote for it."""
+    """Output file name (`<source>.parquet`, `<gpkg>.<layer>.parquet`) -> the GeoParquet the engine wrote."""
     tmp = tmp_path_factory.mktemp("gpq")
     raw, out = tmp / "raw", tmp / "out"
     make_fixtures(raw)
