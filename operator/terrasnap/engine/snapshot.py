@@ -39,7 +39,14 @@ from terrasnap.engine.manifest import (
 )
 from terrasnap.engine.scan import Entry, scan
 from terrasnap.engine.source import Materialized, materialize, parse_source
-from terrasnap.engine.stage import STAGE_NAME, load_report, rejection_message, stage_command
+from terrasnap.engine.stage import (
+    REPORT,
+    STAGE_NAME,
+    load_report,
+    rejection_message,
+    run_stage,
+    stage_command,
+)
 from terrasnap.engine.store import Store
 from terrasnap.engine.validate.policy import Policy
 from terrasnap.engine.verify import repair_stored_listings, verify_pushed
@@ -317,22 +324,26 @@ def _plan(req: SnapshotRequest, store: Store, mat: Materialized, private: Path, 
     _write_if_changed(project / "policy.json", json.dumps(req.policy.to_dict(), sort_keys=True, indent=1) + "\n")
     _write_if_changed(project / "dvc.yaml", yaml.safe_dump(stage_command(), sort_keys=False))
 
-    progress("dvc add raw (hashing the inputs)")
-    dvc.add(project, "raw")
+    # One read of every file gives sha256 (the manifest's) and md5 (DVC's address); DVC is handed the md5s.
+    progress("hashing the inputs (sha256 + md5)")
+    hashes = HashCache.of_workdir(private)
+    raw = [project / "raw" / e.rel for e in entries]
+    progress("dvc add raw")
+    dvc.add(project, "raw", md5s={p: h.md5 for p, h in zip(raw, hash_many(raw, hashes), strict=True)})
     progress("dvc repro (validate + normalize)")
-    try:
-        dvc.repro(project)
-    except DVCError as exc:
-        report = load_report(project)
-        if report is not None and not report.get("ok", True):
-            raise ValidationFailed(rejection_message(report)) from None
-        raise exc
+
+    def run() -> None:
+        progress(f"Running stage '{STAGE_NAME}' (the built-in stage, in this process)")
+        _run_builtin_stage(project)
+
+    if not dvc.repro_in_process(project, STAGE_NAME, run=run,
+                                hash_outputs=lambda: _md5s(_files_of(project, ("normalized",)), hashes)):
+        progress(f"stage '{STAGE_NAME}' didn't change, skipping")
     report = load_report(project)
     if report is None:
         raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
 
-    progress("hashing (sha256 + md5)")
-    rows = _hash_rows(project, report, stats, private)
+    rows = _hash_rows(project, report, stats, hashes)
     outs = dvc.tracked_outputs(project)
     _check_md5_agree(rows, outs)
     own = dvc.referenced_objects(outs)
@@ -366,15 +377,33 @@ def _push(plan: SnapshotPlan) -> int:
     return pushed
 
 
-def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, workdir: Path) -> list[FileRow]:
-    files: list[tuple[str, str, Path]] = []  # (manifest path, role, local path)
-    for role in ("raw", "normalized"):
+def _run_builtin_stage(project: Path) -> None:
+    """The built-in stage's command (`terrasnap stage validate ...`, stage.stage_command), in this process."""
+    if run_stage(project / "policy.json", project / REPORT, project / "raw", project / "normalized") != 0:
+        report = load_report(project) or {}
+        raise ValidationFailed(rejection_message(report))
+
+
+def _files_of(project: Path, roles: tuple[str, ...]) -> list[tuple[str, str, Path]]:
+    """(manifest path, role, local path) of every file under the roles' folders, sorted per role."""
+    files: list[tuple[str, str, Path]] = []
+    for role in roles:
         base = project / role
         if base.is_dir():
             for p in sorted(base.rglob("*")):
                 if p.is_file():
                     files.append((p.relative_to(project).as_posix(), role, p))
-    cache = HashCache.of_workdir(workdir)
+    return files
+
+
+def _md5s(files: list[tuple[str, str, Path]], cache: HashCache) -> dict[Path, str]:
+    paths = [p for _, _, p in files]
+    return {p: h.md5 for p, h in zip(paths, hash_many(paths, cache), strict=True)}
+
+
+def _hash_rows(project: Path, report: dict[str, Any], stats: Stats, cache: HashCache) -> list[FileRow]:
+    """The manifest's rows; every file was hashed already on its way into DVC (the cache answers)."""
+    files = _files_of(project, ("raw", "normalized"))
     hashes = hash_many([p for _, _, p in files], cache)
     cache.save()
     stats.bytes_hashed += cache.bytes_read
