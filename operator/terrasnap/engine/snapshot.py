@@ -230,9 +230,17 @@ def _carry_out(plan: SnapshotPlan, stats: Stats, t0: float, progress: Progress) 
     # Registered before the push, so a concurrent GC keeps these objects (docs/gc.md).
     owner = f"{req.namespace}/{plan.name}"
     with refs.inflight(store, plan.objects, owner=owner, manifest=plan.folder) as reg:
-        progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
         repair_stored_listings(store, plan.objects, plan.cache, stats.objects_repaired)
-        stats.objects_pushed += _push(plan)
+        # Published already (an unchanged re-snapshot): its objects were all there, so the verify below
+        # decides; one that went missing since is pushed by its repair (a `dvc push` of 15,000 present
+        # objects costs seconds, mostly asking the store for each).
+        published = store.exists(f"{plan.folder}/manifest.parquet")
+        if published:
+            progress(f"snapshot {plan.sid} is published already: verifying its {len(plan.objects)} object(s) "
+                     "instead of pushing them")
+        else:
+            progress(f"dvc push to {store.url} ({len(plan.objects)} object(s))")
+            stats.objects_pushed += _push(plan)
         progress("verifying every object in the store (md5)")
         # By content: a corrupt object is overwritten from the local cache (verify.verify_pushed); a
         # missing one (GC removed it mid-push, a lost upload) is pushed once more, then re-checked.
@@ -241,7 +249,7 @@ def _carry_out(plan: SnapshotPlan, stats: Stats, t0: float, progress: Progress) 
         if stats.objects_repaired:
             progress(f"repaired {len(stats.objects_repaired)} corrupt object(s) in the store: "
                      f"{', '.join(stats.objects_repaired)}")
-        if store.exists(f"{plan.folder}/manifest.parquet"):
+        if published:
             progress(f"snapshot {plan.sid} is already published; nothing to write")
         else:
             _publish(plan)
@@ -328,17 +336,23 @@ def _plan(req: SnapshotRequest, store: Store, mat: Materialized, private: Path, 
     progress("hashing the inputs (sha256 + md5)")
     hashes = HashCache.of_workdir(private)
     raw = [project / "raw" / e.rel for e in entries]
-    progress("dvc add raw")
-    dvc.add(project, "raw", md5s={p: h.md5 for p, h in zip(raw, hash_many(raw, hashes), strict=True)})
-    progress("dvc repro (validate + normalize)")
+    raw_md5s = {p: h.md5 for p, h in zip(raw, hash_many(raw, hashes), strict=True)}
+    record = private / ".terrasnap" / "project.json"
+    if _project_unchanged(project, cache, hashes, record):
+        progress("the DVC project is as the last run left it (every file, dvc.lock, raw.dvc): no dvc add or repro")
+    else:
+        record.unlink(missing_ok=True)  # written again only once this run's add and repro are done
+        progress("dvc add raw")
+        dvc.add(project, "raw", md5s=raw_md5s)
+        progress("dvc repro (validate + normalize)")
 
-    def run() -> None:
-        progress(f"Running stage '{STAGE_NAME}' (the built-in stage, in this process)")
-        _run_builtin_stage(project)
+        def run() -> None:
+            progress(f"Running stage '{STAGE_NAME}' (the built-in stage, in this process)")
+            _run_builtin_stage(project)
 
-    if not dvc.repro_in_process(project, STAGE_NAME, run=run,
-                                hash_outputs=lambda: _md5s(_files_of(project, ("normalized",)), hashes)):
-        progress(f"stage '{STAGE_NAME}' didn't change, skipping")
+        if not dvc.repro_in_process(project, STAGE_NAME, run=run,
+                                    hash_outputs=lambda: _md5s(_files_of(project, ("normalized",)), hashes)):
+            progress(f"stage '{STAGE_NAME}' didn't change, skipping")
     report = load_report(project)
     if report is None:
         raise DVCError(f"stage {STAGE_NAME} wrote no report.json in {project}")
@@ -346,6 +360,7 @@ def _plan(req: SnapshotRequest, store: Store, mat: Materialized, private: Path, 
     rows = _hash_rows(project, report, stats, hashes)
     outs = dvc.tracked_outputs(project)
     _check_md5_agree(rows, outs)
+    _write_if_changed(record, json.dumps(_project_fingerprint(project, rows)))
     own = dvc.referenced_objects(outs)
     extra = sorted(set(mat.dvc.objects) - set(own)) if mat.dvc else []
     source_cache = dvc.cache_dir(workdir)
@@ -375,6 +390,36 @@ def _push(plan: SnapshotPlan) -> int:
             plan.store.put_file(str(dvc.cache_object(plan.cache, md5)), rel)
             pushed += 1
     return pushed
+
+
+# What makes `dvc add raw` + `dvc repro` a no-op: the same files (path, md5, size) in raw/ and normalized/,
+# and the same DVC files and stage inputs byte for byte. Recorded after a run, compared (stats only, the
+# hash cache answers) before the next: an unchanged re-snapshot then needs no DVC walk of 10,000 files.
+_PROJECT_FILES = ("raw.dvc", "dvc.lock", "dvc.yaml", "policy.json", REPORT)
+
+
+def _project_fingerprint(project: Path, rows: list[FileRow]) -> dict[str, Any]:
+    import hashlib
+
+    files = hashlib.sha256(json.dumps([[r.path, r.md5, r.size] for r in rows]).encode()).hexdigest()
+    dvc_files = {f: hashlib.sha256((project / f).read_bytes()).hexdigest() if (project / f).is_file() else None
+                 for f in _PROJECT_FILES}
+    return {"files": files, "dvc": dvc_files}
+
+
+def _project_unchanged(project: Path, cache: Path, hashes: HashCache, record: Path) -> bool:
+    try:
+        before = json.loads(record.read_text())
+        files = _files_of(project, ("raw", "normalized"))
+        rows = [FileRow(path=path, role=role, kind="", size=h.size, sha256=h.sha256, md5=h.md5, props={})
+                for (path, role, _), h in zip(files, hash_many([p for _, _, p in files], hashes), strict=True)]
+        if before != _project_fingerprint(project, rows):
+            return False
+        # the cache must still hold every object (push and repair read it)
+        return all(dvc.cache_object(cache, md5).is_file()
+                   for md5 in dvc.referenced_objects(dvc.tracked_outputs(project)))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _run_builtin_stage(project: Path) -> None:
