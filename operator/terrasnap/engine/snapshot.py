@@ -513,7 +513,7 @@ def _publish(plan: SnapshotPlan) -> None:
         "dvc.lock": (plan.project / "dvc.lock").read_bytes(),
         "dvc.yaml": (plan.project / "dvc.yaml").read_bytes(),
         "raw.dvc": (plan.project / "raw.dvc").read_bytes(),
-        "report.json": json.dumps(plan.report, indent=1, sort_keys=True).encode(),
+        "report.json": (plan.project / REPORT).read_bytes(),  # the stage's own bytes (dvc.lock has their md5)
         "collection.json": json.dumps(stac, indent=1, sort_keys=True).encode(),
         **plan.side_files,
     }

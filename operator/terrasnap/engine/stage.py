@@ -173,7 +173,8 @@ def run_stage(policy_file: Path, report_file: Path, raw: Path, out: Path) -> int
 
 def _write_json(path: Path, doc: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    # no indent: json's C encoder (indenting falls back to pure Python: seconds for 10,000 files)
+    tmp.write_text(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
     os.replace(tmp, path)
 
 

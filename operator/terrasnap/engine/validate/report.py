@@ -108,7 +108,7 @@ def _rel(path: PathLike, root: PathLike | None) -> str:
     p = Path(path)
     if root is not None:
         try:
-            return p.resolve().relative_to(Path(root).resolve()).as_posix()
+            return p.resolve().relative_to(root).as_posix()  # root: resolved by validate_paths, once
         except ValueError:
             pass
     return p.as_posix()
@@ -183,6 +183,7 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
     given, else the path as passed."""
     policy = policy or Policy()
     report = Report(policy)
+    root = Path(root).resolve() if root is not None else None
     rasters = sorted((_split(a, root) for a in raster_paths), key=lambda r: -_size(r[0]))
     jobs = []
     for a in vector_paths:
