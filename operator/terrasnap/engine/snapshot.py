@@ -100,17 +100,26 @@ def _link_tree(entries: list[Entry], src_root: Path, dest: Path) -> None:
     """
     wanted = {e.rel for e in entries}
     if dest.exists():
-        for path in sorted(dest.rglob("*"), reverse=True):
-            rel = path.relative_to(dest).as_posix()
-            if path.is_file() and rel not in wanted:
-                path.unlink()
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
+        # bottom-up, names only (os.walk's directory entries, no stat per file): a kept workdir of 10,000
+        # chips is checked in a fraction of what a stat-per-path glob took
+        for dirpath, _dirs, filenames in os.walk(dest, topdown=False):
+            base = Path(dirpath).relative_to(dest)
+            for name in filenames:
+                if (base / name).as_posix() not in wanted:
+                    os.unlink(os.path.join(dirpath, name))
+            if dirpath != str(dest) and not os.listdir(dirpath):
+                os.rmdir(dirpath)
     for e in entries:
-        src = (src_root / e.rel).resolve()
+        src = src_root / e.rel
+        if src.is_symlink():  # one lstat; a realpath per file cost more than the link itself
+            src = src.resolve()  # link the file, not the symlink (scan kept only links inside the source)
         target = dest / e.rel
-        if target.exists():
-            s, t = src.stat(), target.stat()
+        try:
+            t = target.stat()
+        except FileNotFoundError:
+            pass
+        else:
+            s = src.stat()
             if (s.st_ino == t.st_ino and s.st_dev == t.st_dev) or (
                 s.st_size == t.st_size and s.st_mtime_ns == t.st_mtime_ns
             ):

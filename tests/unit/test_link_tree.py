@@ -1,0 +1,31 @@
+"""The DVC workspace mirrors the source with hard links; a kept workdir is brought up to date in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from terrasnap.engine.scan import scan
+from terrasnap.engine.snapshot import _link_tree
+
+
+def test_a_kept_workspace_follows_the_source(tmp_path: Path) -> None:
+    src, dest = tmp_path / "src", tmp_path / "raw"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "keep.txt").write_text("keep")
+    (src / "a" / "b" / "gone.txt").write_text("gone")
+    (src / "link.txt").symlink_to("keep.txt")
+    _link_tree(scan(src), src, dest)
+    assert (dest / "keep.txt").stat().st_ino == (src / "keep.txt").stat().st_ino
+    assert (dest / "link.txt").stat().st_ino == (src / "keep.txt").stat().st_ino  # the file, not the link
+    assert not (dest / "link.txt").is_symlink()
+    ino = (dest / "keep.txt").stat().st_ino
+    (src / "a" / "b" / "gone.txt").unlink()
+    (src / "new.txt").write_text("new")
+    _link_tree(scan(src), src, dest)
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*")) == ["keep.txt", "link.txt", "new.txt"]
+    assert (dest / "keep.txt").stat().st_ino == ino
+    os.unlink(src / "new.txt")
+    (src / "new.txt").write_text("newer")  # another inode and size: linked again
+    _link_tree(scan(src), src, dest)
+    assert (dest / "new.txt").read_text() == "newer"
