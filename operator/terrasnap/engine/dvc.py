@@ -160,9 +160,13 @@ def _seed_state(repo: Any, md5s: Mapping[Path, str]) -> None:
     """Give DVC's state db the md5s the engine has just read, so DVC trusts them instead of reading every
     file again. It is DVC's own record (keyed on inode, mtime and size, like its own entries), so a file
     changed since is simply hashed again; the store's verify checks every object's bytes against its name."""
-    from dvc_data.hashfile.hash_info import HashInfo
+    try:
+        from dvc_data.hashfile.hash_info import HashInfo
 
-    repo.state.save_many(((os.path.abspath(p), HashInfo("md5", md5), None) for p, md5 in md5s.items()), repo.fs)
+        repo.state.save_many(((os.path.abspath(p), HashInfo("md5", md5), None) for p, md5 in md5s.items()),
+                             repo.fs)
+    except (ImportError, AttributeError, TypeError) as exc:  # another dvc-data: DVC then hashes them itself
+        logging.getLogger(__name__).debug("DVC's state db not seeded: %s", exc)
 
 
 def add(workdir: Path, target: str, md5s: Mapping[Path, str] | None = None) -> None:
