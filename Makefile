@@ -13,7 +13,8 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip uv >/dev/null
-	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/uv pip install -q -e '.[dev]'
+	@# bytecode compiled once here: PYTHONDONTWRITEBYTECODE (exported above) would make every process compile it
+	@VIRTUAL_ENV=$(abspath $(VENV)) $(VENV)/bin/uv pip install -q --compile-bytecode -e '.[dev]'
 	@touch $@
 
 demo: venv

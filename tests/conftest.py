@@ -95,3 +95,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[
         server: fakegcs.FakeGCS = request.getfixturevalue("gcs")
         bucket = request.getfixturevalue("gcs_bucket")
         yield f"gs://{bucket}/dvc", server.endpoint
+
+
+@pytest.fixture(autouse=True)
+def _forget_remembered_secrets() -> Iterator[None]:
+    """redact remembers every URL password (or bare `token@`) for the life of the process; a unit test's
+    `ssh://git@...` would otherwise mask the word "git" in a later test's messages."""
+    from terrasnap.engine import redact
+
+    yield
+    redact._known.clear()

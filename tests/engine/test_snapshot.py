@@ -405,3 +405,27 @@ def test_validate_command_is_a_ci_gate(tmp_path: Path) -> None:
     sd.write_geojson(bad / "b.geojson", [sd.feature(sd.bowtie_at(7.4, 46.9))])
     res = CliRunner().invoke(main, ["validate", str(bad)])
     assert res.exit_code == 1 and "Self-intersection" in res.output
+
+
+def test_the_in_process_stage_leaves_what_dvc_repro_would(demo: Path, tmp_path: Path, file_store: str) -> None:
+    """The built-in stage runs in the engine's process and is recorded with DVC's own Stage: by hand, `dvc
+    status` finds everything up to date, and a forced `dvc repro` (the stage's command in its own process)
+    writes the very same dvc.lock and raw.dvc."""
+    work = tmp_path / "work"
+    code, doc, _ = snap(demo, file_store, "--invalid-geometry", "repair", "--workdir", str(work), tmp=tmp_path)
+    assert code == 0, doc
+    project = work / "project"
+    lock, pointer = (project / "dvc.lock").read_bytes(), (project / "raw.dvc").read_bytes()
+    env = dict(os.environ, DVC_NO_ANALYTICS="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    dvc = [sys.executable, "-m", "dvc"]
+    status = subprocess.run([*dvc, "status"], cwd=project, env=env, capture_output=True, text=True, check=True)
+    assert "up to date" in status.stdout, status.stdout
+    repro = subprocess.run([*dvc, "repro"], cwd=project, env=env, capture_output=True, text=True, check=True)
+    assert "didn't change, skipping" in repro.stdout and "Running stage" not in repro.stdout, repro.stdout
+    # the engine agrees: an unchanged re-snapshot reads nothing again and gives the same id
+    code2, doc2, err2 = snap(demo, file_store, "--invalid-geometry", "repair", "--workdir", str(work), tmp=tmp_path)
+    assert code2 == 0 and doc2["snapshotID"] == doc["snapshotID"]
+    assert doc2["stats"]["bytesHashed"] == 0 and "Running stage" not in err2
+    assert (project / "dvc.lock").read_bytes() == lock
+    subprocess.run([*dvc, "repro", "--force"], cwd=project, env=env, capture_output=True, text=True, check=True)
+    assert (project / "dvc.lock").read_bytes() == lock and (project / "raw.dvc").read_bytes() == pointer

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +91,14 @@ def init_project(workdir: Path, store: Store, cache: Path) -> None:
         (workdir / ".dvc" / "config.local").write_text("\n".join(local) + "\n")
 
 
+def _no_progress_threads() -> None:
+    """DVC's progress bars (tqdm) start a monitor thread that outlives the call; with it alive, the built-in
+    stage's process pool (run in this process) must pay forkserver's start-up instead of a fork."""
+    import tqdm
+
+    tqdm.tqdm.monitor_interval = 0
+
+
 @contextmanager
 def _dvc_call(workdir: Path, error: type[Exception], what: str, *, scratch: Path,
               scrub: bool = False, extra_env: Mapping[str, str] | None = None) -> Iterator[None]:
@@ -104,6 +112,7 @@ def _dvc_call(workdir: Path, error: type[Exception], what: str, *, scratch: Path
             if record.levelno >= logging.WARNING:
                 errors.append(record.getMessage())
 
+    _no_progress_threads()
     handler = _Collect()
     dvc_logger = logging.getLogger("dvc")
     dvc_logger.addHandler(handler)
@@ -147,10 +156,51 @@ def _in_project(workdir: Path, error: type[Exception], what: str,
         yield repo
 
 
-def add(workdir: Path, target: str) -> None:
+def _seed_state(repo: Any, md5s: Mapping[Path, str]) -> None:
+    """Give DVC's state db the md5s the engine has just read, so DVC trusts them instead of reading every
+    file again. It is DVC's own record (keyed on inode, mtime and size, like its own entries), so a file
+    changed since is simply hashed again; the store's verify checks every object's bytes against its name."""
+    try:
+        from dvc_data.hashfile.hash_info import HashInfo
+
+        repo.state.save_many(((os.path.abspath(p), HashInfo("md5", md5), None) for p, md5 in md5s.items()),
+                             repo.fs)
+    except (ImportError, AttributeError, TypeError) as exc:  # another dvc-data: DVC then hashes them itself
+        logging.getLogger(__name__).debug("DVC's state db not seeded: %s", exc)
+
+
+def add(workdir: Path, target: str, md5s: Mapping[Path, str] | None = None) -> None:
+    """`dvc add target`; `md5s`: the files' md5s, known already (DVC then copies them into its cache without
+    hashing them again)."""
     # relink=False: the workspace keeps its hard links to the caller's files (no copy back, no chmod)
     with _in_project(workdir, DVCError, "add") as repo:
+        if md5s:
+            _seed_state(repo, md5s)
         repo.add(target, relink=False)
+
+
+def repro_in_process(workdir: Path, stage_name: str, run: Callable[[], None],
+                     hash_outputs: Callable[[], Mapping[Path, str]]) -> bool:
+    """`dvc repro <stage_name>` for a stage whose command is the engine's own code, run in this process
+    (a `terrasnap stage` process costs a second or two of imports): DVC's own Stage says whether it changed,
+    removes its outputs, and saves, commits and dumps it afterwards, so dvc.lock is what `dvc repro` writes
+    and a later `dvc repro`/`dvc status` by hand says it is up to date. `run` raises if the stage fails
+    (nothing is then committed, as when a command fails); `hash_outputs` gives the outputs' md5s (read once
+    by the engine, handed to DVC's state db). Returns False when the stage was up to date.
+    Never for a repository's own stages: that code runs in its own process and container (dvcsource.py)."""
+    from dvc.repo import lock_repo
+
+    with _in_project(workdir, DVCError, "repro") as repo, lock_repo(repo):
+        (stage,) = repo.stage.collect(stage_name)
+        if not stage.changed():
+            return False
+        stage.remove_outs(ignore_remove=False, force=False)
+        run()
+        _seed_state(repo, hash_outputs())
+        stage.save()  # the deps' and outs' hashes (from the state db), and the run cache, as repro does
+        stage.commit()
+        stage.dump(update_pipeline=False)
+        return True
 
 
 def repro(workdir: Path, what: str = "repro") -> None:

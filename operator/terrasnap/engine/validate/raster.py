@@ -9,6 +9,8 @@ labels inside the union of the imagery footprints.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 import os
 import warnings
@@ -70,7 +72,7 @@ class RasterInfo:
 
     @property
     def crs(self) -> CRS | None:
-        return CRS.from_wkt(self.crs_wkt) if self.crs_wkt else None
+        return _crs(self.crs_wkt) if self.crs_wkt else None
 
     @property
     def georeferenced(self) -> bool:
@@ -137,8 +139,7 @@ def inspect_raster(path: str | os.PathLike[str], rel_path: str | None = None,
             col.add("raster-crs-missing", f"raster has no CRS; assuming {assumed} (policy missingCRS)", hint=True)
             info.crs_wkt, info.crs_projjson, info.epsg = crs_fields(CRS.from_user_input(assumed)).values()
     else:
-        pcrs = CRS.from_wkt(crs.to_wkt())
-        f = crs_fields(pcrs)
+        f = _crs_fields(crs.to_wkt())
         info.crs_wkt, info.crs_projjson, info.epsg = f["crs_wkt"], f["crs_projjson"], f["epsg"]
 
     if t.is_identity:
@@ -220,6 +221,28 @@ def _tiff_layout_problems(src: Any) -> list[str]:
     return problems
 
 
+# Thousands of chips share a handful of CRSs: parse each WKT, find its EPSG code and build its transformer
+# once per process, not once per raster (pyproj's parsing and EPSG lookup cost ~1 ms each).
+@functools.lru_cache(maxsize=256)
+def _crs(wkt: str) -> CRS:
+    return CRS.from_wkt(wkt)
+
+
+@functools.lru_cache(maxsize=256)
+def _crs_fields_cached(wkt: str) -> tuple[tuple[str, Any], ...]:
+    return tuple(crs_fields(_crs(wkt)).items())
+
+
+def _crs_fields(wkt: str) -> dict[str, Any]:
+    return copy.deepcopy(dict(_crs_fields_cached(wkt)))  # callers own what they get (projjson is a dict)
+
+
+@functools.lru_cache(maxsize=256)
+def _transformer(src_wkt: str, target_wkt: str) -> Transformer | None:
+    src, target = _crs(src_wkt), _crs(target_wkt)
+    return None if crs_is_same(src, target) else Transformer.from_crs(src, target, always_xy=True)
+
+
 # --- footprints -------------------------------------------------------------------------------------
 
 def raster_footprint(info: RasterInfo, target: CRS, densify: int = 21) -> Any:
@@ -231,9 +254,9 @@ def raster_footprint(info: RasterInfo, target: CRS, densify: int = 21) -> Any:
     cols = np.concatenate([s * w, np.full(densify, w), (1 - s) * w, np.zeros(densify)])
     rows = np.concatenate([np.zeros(densify), s * h, np.full(densify, h), (1 - s) * h])
     xs, ys = a * cols + b * rows + c, d * cols + e * rows + f
-    src = CRS.from_wkt(info.crs_wkt)
-    if not crs_is_same(src, target):
-        xs, ys = Transformer.from_crs(src, target, always_xy=True).transform(xs, ys, errcheck=False)
+    transformer = _transformer(info.crs_wkt, target.to_wkt())
+    if transformer is not None:
+        xs, ys = transformer.transform(xs, ys, errcheck=False)
     if not (np.isfinite(xs).all() and np.isfinite(ys).all()):
         raise ValueError(f"{info.path}'s outline does not map into {target.name}")
     return shapely.make_valid(shapely.Polygon(np.column_stack([xs, ys])))
@@ -267,7 +290,7 @@ class Grid:
     def holds(self, info: RasterInfo) -> bool:
         assert info.transform is not None and info.crs_wkt is not None
         a, e = info.transform[0], info.transform[4]
-        return (crs_is_same(CRS.from_wkt(info.crs_wkt), self.crs)
+        return (crs_is_same(_crs(info.crs_wkt), self.crs)
                 and math.isclose(a, self.pixel[0], rel_tol=_PIXEL_SIZE_RTOL)
                 and math.isclose(e, self.pixel[1], rel_tol=_PIXEL_SIZE_RTOL)
                 and max(self.offset_px(info)) <= GRID_TOLERANCE_PX)
@@ -286,7 +309,7 @@ def raster_grids(infos: Sequence[RasterInfo]) -> list[Grid]:
         if grid is None:
             assert info.transform is not None and info.crs_wkt is not None
             t = info.transform
-            grid = Grid(len(grids) + 1, CRS.from_wkt(info.crs_wkt), _crs_label(info), (t[0], t[4]), (t[2], t[5]))
+            grid = Grid(len(grids) + 1, _crs(info.crs_wkt), _crs_label(info), (t[0], t[4]), (t[2], t[5]))
             grids.append(grid)
         grid.files.append(info)
     return grids

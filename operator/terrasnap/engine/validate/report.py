@@ -1,7 +1,8 @@
 """`validate_paths`: validate (and normalize) a whole file set on a process pool, and the Report.
 
-Rasters go first: their headers are cheap, and their footprint (in the target CRS) is handed to
-every vector worker so labels outside the imagery are counted in the same single pass.
+Rasters go first (their headers are cheap; they are inspected on the pool too), and their footprint (in
+the target CRS) is handed to every vector worker so labels outside the imagery are counted in the same
+single pass.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def _rel(path: PathLike, root: PathLike | None) -> str:
     p = Path(path)
     if root is not None:
         try:
-            return p.resolve().relative_to(Path(root).resolve()).as_posix()
+            return p.resolve().relative_to(root).as_posix()  # root: resolved by validate_paths, once
         except ValueError:
             pass
     return p.as_posix()
@@ -135,6 +136,38 @@ def _inspect_one(path: str, rel: str, policy: Policy) -> RasterInfo:
         return info
 
 
+# Small files come in batches, so a 10,000-chip set costs a few hundred round trips to the pool, not
+# 10,000 (each pickles the policy and, for vectors, the imagery footprint).
+BATCH_BYTES = 4 << 20
+BATCH_FILES = 64
+
+
+def _batches(jobs: list[tuple[str, str, str | None]]) -> list[list[tuple[str, str, str | None]]]:
+    """Jobs (biggest first) cut into batches of at most BATCH_FILES files or about BATCH_BYTES."""
+    out: list[list[tuple[str, str, str | None]]] = []
+    cur: list[tuple[str, str, str | None]] = []
+    size = 0
+    for job in jobs:
+        n = _size(job[0])
+        if cur and (len(cur) >= BATCH_FILES or size + n > BATCH_BYTES):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append(job)
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _validate_batch(batch: list[tuple[str, str, str | None]], policy: Policy, footprint: bytes | None
+                    ) -> list[VectorResult]:
+    return [_validate_one(p, policy, rel, out, footprint) for p, rel, out in batch]
+
+
+def _inspect_batch(batch: list[tuple[str, str]], policy: Policy) -> list[RasterInfo]:
+    return [_inspect_one(p, rel, policy) for p, rel in batch]
+
+
 def _mp_context() -> Any:
     # fork is cheapest, but forking a process that runs other threads (a controller, a hasher) can
     # deadlock in a child on an inherited lock; then pay forkserver's start-up instead.
@@ -144,28 +177,14 @@ def _mp_context() -> Any:
 
 def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileArg], policy: Policy | None = None,
                    out_dir: PathLike | None = None, *, root: PathLike | None = None, workers: int = 2) -> Report:
-    """Validate every file (vectors on `workers` processes), normalize vectors into
+    """Validate every file (rasters, then vectors, in batches on `workers` processes), normalize vectors into
     `out_dir/<normalized_relpath(rel)>` when out_dir is given, and run the cross-file rules.
     Each file is a path or (path, rel_path); rel paths default to the path relative to `root` when
     given, else the path as passed."""
     policy = policy or Policy()
     report = Report(policy)
-    report.rasters = sorted((_inspect_one(*_split(a, root), policy) for a in raster_paths), key=lambda r: r.path)
-    footprint = None
-    footprint_findings: list[Finding] = []
-    try:
-        union = footprint_union(report.rasters, policy.target) if report.rasters else None
-        if union is not None and not union.is_empty and np.isfinite(shapely.bounds(union)).all():
-            footprint = shapely.to_wkb(union)
-        elif union is not None:
-            raise ValueError(f"footprint is not finite in {policy.target_crs}")
-    except Exception as exc:  # labels are then simply not checked against the imagery
-        sev = policy.severity("footprint", hint=True)
-        if sev is not None:
-            footprint_findings.append(Finding("footprint", sev, "",
-                                              f"imagery footprint could not be computed in {policy.target_crs}: "
-                                              f"{exc}; labels not checked against it (footprint)"))
-
+    root = Path(root).resolve() if root is not None else None
+    rasters = sorted((_split(a, root) for a in raster_paths), key=lambda r: -_size(r[0]))
     jobs = []
     for a in vector_paths:
         p, rel = _split(a, root)
@@ -173,16 +192,57 @@ def validate_paths(vector_paths: Sequence[FileArg], raster_paths: Sequence[FileA
         jobs.append((p, rel, out))
     # biggest first: the pool's tail is then made of small files
     jobs.sort(key=lambda j: -_size(j[0]))
-    if workers <= 1 or len(jobs) <= 1:
-        results = [_validate_one(p, policy, rel, out, footprint) for p, rel, out in jobs]
-    else:
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=_mp_context()) as pool:
-            futures = [pool.submit(_validate_one, p, policy, rel, out, footprint) for p, rel, out in jobs]
-            results = [f.result() for f in futures]
+    parallel = workers > 1 and len(jobs) + len(rasters) > 1
+    with ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context()) if parallel else _Inline() as pool:
+        raster_batches = [pool.submit(_inspect_batch, [(p, rel) for p, rel, _ in b], policy)
+                          for b in _batches([(p, rel, None) for p, rel in rasters])]
+        report.rasters = sorted((r for f in raster_batches for r in f.result()), key=lambda r: r.path)
+        footprint, footprint_findings = _footprint(report.rasters, policy)
+        futures = [pool.submit(_validate_batch, b, policy, footprint) for b in _batches(jobs)]
+        results = [r for f in futures for r in f.result()]
     report.vectors = sorted(results, key=lambda r: r.path)
     report.set_findings = (check_vector_set(report.vectors, policy) + check_raster_set(report.rasters, None, policy)
                            + footprint_findings)
     return report
+
+
+def _footprint(rasters: list[RasterInfo], policy: Policy) -> tuple[bytes | None, list[Finding]]:
+    """The imagery's footprint in the target CRS (WKB), handed to every vector worker; or why not."""
+    try:
+        union = footprint_union(rasters, policy.target) if rasters else None
+        if union is not None and not union.is_empty and np.isfinite(shapely.bounds(union)).all():
+            return shapely.to_wkb(union), []
+        if union is not None:
+            raise ValueError(f"footprint is not finite in {policy.target_crs}")
+    except Exception as exc:  # labels are then simply not checked against the imagery
+        sev = policy.severity("footprint", hint=True)
+        if sev is not None:
+            return None, [Finding("footprint", sev, "", f"imagery footprint could not be computed in "
+                                  f"{policy.target_crs}: {exc}; labels not checked against it (footprint)")]
+    return None, []
+
+
+class _Done:
+    """A finished future, for the one-process path."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value
+
+
+class _Inline:
+    """The pool's interface, run in this process (one worker, or one file)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Any, *args: Any) -> _Done:
+        return _Done(fn(*args))
 
 
 def _size(path: str) -> int:
