@@ -8,6 +8,7 @@ The normalized file is committed only if the whole file passed (no errors).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import queue
@@ -60,6 +61,16 @@ def crs_fields(crs: CRS | None) -> dict[str, Any]:
     """WKT2, PROJJSON (compact text) and EPSG (None when the CRS has no EPSG code)."""
     if crs is None:
         return {"crs_wkt": None, "crs_projjson": None, "epsg": None}
+    return dict(_crs_fields_of(crs.srs)) if crs.srs else _crs_fields_now(crs)
+
+
+@functools.lru_cache(maxsize=64)
+def _crs_fields_of(srs: str) -> tuple[tuple[str, Any], ...]:
+    # the same few CRSs (EPSG:4326, the target) come up for every file: ~1 ms each to describe
+    return tuple(_crs_fields_now(CRS.from_user_input(srs)).items())
+
+
+def _crs_fields_now(crs: CRS) -> dict[str, Any]:
     return {"crs_wkt": crs.to_wkt("WKT2_2019"),
             "crs_projjson": json.dumps(crs.to_json_dict(), sort_keys=True, separators=(",", ":")),
             "epsg": crs.to_epsg()}
@@ -172,6 +183,7 @@ class _Layer:
     reader: str = "gdal"
     reader_note: str | None = None
     parallel: bool = False  # read in runs (a big file): check batches on THREADS threads
+    in_memory: bool = False  # parsed whole at open: no reader thread to overlap with
 
 
 def _ogr_layers(path: str) -> list[str]:
@@ -219,8 +231,9 @@ def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any],
     except geojson_arrow.NotSimple as exc:
         return str(exc)
     # GDAL's CRS for a GeoJSON without a crs member (2D: the fast reader takes no Z)
+    big = os.path.getsize(path) >= geojson_arrow.MAX_BYTES
     return _Layer(None, CRS.from_user_input("EPSG:4326"), gtype, attrs, batches, reader="arrow",
-                  parallel=os.path.getsize(path) >= geojson_arrow.MAX_BYTES)
+                  parallel=big, in_memory=not big)
 
 
 def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool = False,
@@ -758,7 +771,8 @@ def _stream(run: _FileRun, layer: _Layer, ctx: LayerContext, stats: LayerStats, 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
             if not layer.parallel or thread_ctx is None or THREADS < 2:
-                for attrs, wkb in prefetch(layer.batches):
+                # a reader thread costs ~1 ms to start: worth it only when it has parsing left to do
+                for attrs, wkb in (layer.batches if layer.in_memory else prefetch(layer.batches)):
                     write(check(attrs, wkb, offset, ctx, stats, lcol))
                     offset += len(wkb)
                 return
