@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from terrasnap.engine.validate.policy import Policy
@@ -138,47 +137,3 @@ def test_big_files_read_in_runs_match_gdal(tmp_path: Path, name: str, monkeypatc
     assert auto_bytes == gdal_bytes and auto_bytes is not None
     layer = validate_vector(src, POLICIES["repair"], src.name).layers[0]
     assert layer.reader == want, layer.reader_note
-
-
-@pytest.mark.parametrize("reader", ["auto", "gdal"])
-@pytest.mark.parametrize("target", ["EPSG:4326", "EPSG:3857"])
-def test_batches_checked_on_threads_give_what_one_thread_gives(tmp_path: Path, reader: str, target: str,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """A file read in runs has its batches checked on THREADS threads and merged in order: findings (which
-    examples are listed, which overflow), counts, areas and bboxes must equal a single thread's, with a
-    reprojection and an imagery footprint (each thread has its own transformer and prepared footprint)."""
-    import shapely
-
-    from terrasnap.engine.validate import geojson_arrow, vector
-
-    feats = [sd.feature(sd.bowtie_at(sd.LON0 + i * 1e-4, sd.LAT0) if i % 5 == 0 else
-                        sd.square(sd.LON0 + i * 1e-4, sd.LAT0, 1e-5), {"i": i}) for i in range(600)]
-    src = tmp_path / "big.geojson"
-    src.write_text('{"type": "FeatureCollection", "features": [\n'
-                   + ",\n".join(json.dumps(f) for f in feats) + "\n]}\n")
-    footprint = shapely.box(sd.LON0, sd.LAT0 - 1, sd.LON0 + 0.03, sd.LAT0 + 1)
-    if target != "EPSG:4326":
-        from pyproj import Transformer
-
-        t = Transformer.from_crs(4326, target, always_xy=True)
-        footprint = shapely.transform(footprint, lambda c: np.column_stack(t.transform(c[:, 0], c[:, 1])))
-    policy = Policy(invalid_geometry="repair", target_crs=target)
-    monkeypatch.setenv("TERRASNAP_GEOJSON_READER", reader)
-
-    def result(batch_size: int) -> dict[str, Any]:
-        res = validate_vector(src, policy, src.name, footprint=shapely.to_wkb(footprint), batch_size=batch_size)
-        doc = res.to_dict()
-        for la in doc["layers"]:
-            la.pop("reader_note")
-        return doc
-
-    one_thread = result(32)
-    monkeypatch.setattr(vector, "THREADS", 2)
-    monkeypatch.setattr(geojson_arrow, "MAX_BYTES", 10_000)
-    monkeypatch.setattr(vector, "GEOJSON_CHUNKED_MIN_BYTES", 10_000)
-    monkeypatch.setattr(vector, "GEOJSON_RUN_BYTES", 12_000)
-    threads = result(32)
-    assert threads == one_thread
-    counts = {f["rule"]: f["count"] for f in one_thread["findings"] if "more feature(s)" in f["message"]}
-    assert counts.get("repaired", 0) > 0, "the example cap must overflow, or the merge is not tested"
-    assert one_thread["layers"][0]["outside_footprint"] > 0

@@ -138,24 +138,6 @@ class Collector:
                                      count, feature, self.layer))
         return severity
 
-    def fork(self) -> Collector:
-        """An empty collector for one batch checked on another thread; `merge` it back in order."""
-        return Collector(self.path, self.layer, self.policy, self.max_examples)
-
-    def merge(self, other: Collector) -> None:
-        """Replay a forked collector's adds (in their order) as if they had been made here: the same
-        examples are kept and the same ones overflow as on one thread."""
-        for f in other.findings:
-            key: tuple[str, Severity] = (f.rule, f.severity)
-            if f.feature is not None and f.count == 1 and self._examples.get(key, 0) >= self.max_examples:
-                self._overflow.setdefault(key, [0, f.feature])[0] += 1
-                continue
-            self._examples[key] = self._examples.get(key, 0) + 1
-            self.findings.append(f)
-        for key, (n, first) in other._overflow.items():
-            over = self._overflow.setdefault(key, [0, first])
-            over[0] += n
-
     def finish(self) -> list[Finding]:
         for (rule, severity), (n, first) in sorted(self._overflow.items()):
             self.findings.append(Finding(

@@ -71,29 +71,6 @@ class LayerStats:
     area_after: float = 0.0
     bbox: list[float] | None = None  # target CRS, of the written features
     raw_bounds: list[float] | None = None  # source CRS, finite coordinates of all features
-    # A batch's stats (checked on another thread) keep their areas as terms, so merging them in order
-    # sums in the same order as one thread would: the floats come out bit for bit the same.
-    area_terms: list[tuple[float, float]] | None = None
-
-    def add_area(self, before: float, after: float) -> None:
-        if self.area_terms is not None:
-            self.area_terms.append((before, after))
-        else:
-            self.area_before += before
-            self.area_after += after
-
-    def merge(self, other: LayerStats) -> None:
-        """Add a later batch's stats (other.area_terms set) as if its features had been counted here."""
-        for name in ("features", "written", "null", "empty", "invalid", "repaired", "skipped", "rejected",
-                     "collapsed", "outside_footprint"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        for name in ("invalid_reasons", "type_changes", "types_in", "types_out"):
-            getattr(self, name).update(getattr(other, name))
-        for before, after in other.area_terms or ():
-            self.add_area(before, after)
-        for name in ("bbox", "raw_bounds"):
-            if getattr(other, name) is not None:
-                self._grow(name, getattr(other, name))
 
     def _grow(self, attr: str, b: list[float]) -> None:
         cur = getattr(self, attr)
@@ -347,7 +324,8 @@ def _repair_one(b: Batch, i: int, tid: int, repaired: Any, what: str, already: b
     b.changed[i] = True
     if not already:
         stats.repaired += 1
-    stats.add_area(a0, a1)
+    stats.area_before += a0
+    stats.area_after += a1
     if t0 != t1:
         stats.type_changes[f"{t0}->{t1}"] += 1
     col.add("repaired", f"{what}: repaired with make_valid: {t0} area {fmt(a0)} -> {t1} area {fmt(a1)}",

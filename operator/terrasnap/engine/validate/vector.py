@@ -15,11 +15,10 @@ import queue
 import re
 import threading
 import warnings
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +181,6 @@ class _Layer:
     batches: Iterator[tuple[pa.RecordBatch, np.ndarray]]
     reader: str = "gdal"
     reader_note: str | None = None
-    parallel: bool = False  # read in runs (a big file): check batches on THREADS threads
     in_memory: bool = False  # parsed whole at open: no reader thread to overlap with
 
 
@@ -231,9 +229,8 @@ def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any],
     except geojson_arrow.NotSimple as exc:
         return str(exc)
     # GDAL's CRS for a GeoJSON without a crs member (2D: the fast reader takes no Z)
-    big = os.path.getsize(path) >= geojson_arrow.MAX_BYTES
     return _Layer(None, CRS.from_user_input("EPSG:4326"), gtype, attrs, batches, reader="arrow",
-                  parallel=big, in_memory=not big)
+                  in_memory=os.path.getsize(path) < geojson_arrow.MAX_BYTES)
 
 
 def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool = False,
@@ -280,7 +277,7 @@ def _open_gdal(stack: ExitStack, path: str, layer: str | None, batch_size: int, 
 
     if start is not None and has_geom:
         # the whole-file reader gave the schema and CRS; its features are read run by run instead
-        return _Layer(layer, crs, meta.get("geometry_type"), attrs, chunked(start), parallel=True)
+        return _Layer(layer, crs, meta.get("geometry_type"), attrs, chunked(start))
     return _Layer(layer, crs, meta.get("geometry_type") if has_geom else None, attrs, batches())
 
 
@@ -659,7 +656,7 @@ def _validate_layer_once(run: _FileRun, lname: str | None, stack: ExitStack, res
     stats = LayerStats()
     writer = _layer_writer(run, lname, layer, stack, writers, lres) if crs is not None else None
     try:
-        _stream(run, layer, ctx, stats, lcol, writer, _thread_contexts(ctx, crs, run.policy))
+        _stream(run, layer, ctx, stats, lcol, writer)
     except geojson_arrow.NotSimple:  # undo this attempt; the caller reads the layer again
         result.layers.remove(lres)
         if writer is not None:
@@ -673,25 +670,6 @@ def _validate_layer_once(run: _FileRun, lname: str | None, stack: ExitStack, res
     if writer is not None:
         lres.geometry_types = writer.geometry_types  # with " Z" where 3D, as in the file
     result.findings.extend(lcol.finish())
-
-
-def _thread_contexts(ctx: LayerContext, crs: CRS | None, policy: Policy) -> Any:
-    """A function giving each rules thread its own LayerContext: a pyproj Transformer and a prepared
-    footprint are not to be shared between threads."""
-    local = threading.local()
-
-    def get() -> LayerContext:
-        mine: LayerContext | None = getattr(local, "ctx", None)
-        if mine is None:
-            fp = ctx.footprint
-            if fp is not None:
-                fp = shapely.from_wkb(shapely.to_wkb(fp))
-                shapely.prepare(fp)
-            transformer = make_transformer(crs, policy.target) if ctx.transformer is not None and crs else None
-            mine = local.ctx = replace(ctx, transformer=transformer, footprint=fp)
-        return mine
-
-    return get
 
 
 def _layer_crs(crs: CRS | None, policy: Policy, lres: LayerResult,
@@ -734,67 +712,26 @@ def _layer_writer(run: _FileRun, lname: str | None, layer: _Layer, stack: ExitSt
     return writer
 
 
-# Layers read in runs (big files) can check their batches on several threads (shapely, numpy and Arrow
-# release the GIL), merged in order, giving exactly what one thread gives (tested). Off by default: on the
-# shared 2-core machine it has not yet been measured faster, and its extra batches in flight cost ~100 MB.
-THREADS = int(os.environ.get("TERRASNAP_FILE_THREADS", "1"))
-
-
 def _stream(run: _FileRun, layer: _Layer, ctx: LayerContext, stats: LayerStats, lcol: Collector,
-            writer: GeoParquetWriter | None, thread_ctx: Any = None) -> None:
-    """Every batch of the layer through the rules and into the writer (the reader reads ahead on a thread)."""
+            writer: GeoParquetWriter | None) -> None:
+    """Every batch of the layer through the rules and into the writer (GDAL reads ahead on a thread)."""
     offset = 0
-    id_col = layer.attributes.get_field_index("id")
-
-    def check(attrs: pa.RecordBatch, wkb: np.ndarray, offset: int, ctx: LayerContext, stats: LayerStats,
-              col: Collector) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray] | None:
-        col.set_ids(offset, attrs.column(id_col) if id_col >= 0 else None)
-        keep, geoms, changed = check_batch(wkb, offset, ctx, stats, col)
-        if writer is None or not keep.any():
-            return None
-        # unchanged geometries keep their input WKB: no re-encoding
-        out_wkb = wkb[keep]
-        redo = np.flatnonzero(changed[keep])
-        if len(redo):
-            out_wkb[redo] = shapely.to_wkb(geoms[keep][redo], **WKB_OPTIONS)
-        return attrs.filter(pa.array(keep)), geoms[keep], out_wkb
-
-    def on_thread(attrs: pa.RecordBatch, wkb: np.ndarray, offset: int, bstats: LayerStats,
-                  bcol: Collector) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray] | None:
-        return check(attrs, wkb, offset, thread_ctx(), bstats, bcol)
-
-    def write(out: tuple[pa.RecordBatch, np.ndarray, np.ndarray] | None) -> None:
-        if out is not None and writer is not None:
-            writer.write(*out)
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # GDAL's "Non closed ring" etc.
-            if not layer.parallel or thread_ctx is None or THREADS < 2:
-                # a reader thread costs ~1 ms to start: worth it only when it has parsing left to do
-                for attrs, wkb in (layer.batches if layer.in_memory else prefetch(layer.batches)):
-                    write(check(attrs, wkb, offset, ctx, stats, lcol))
-                    offset += len(wkb)
-                return
-            with ThreadPoolExecutor(THREADS, thread_name_prefix="terrasnap-rules") as pool:
-                pending: deque[tuple[Future[Any], LayerStats, Collector]] = deque()
-
-                def drain(keep: int) -> None:
-                    while len(pending) > keep:
-                        fut, bstats, bcol = pending.popleft()
-                        out = fut.result()
-                        stats.merge(bstats)
-                        lcol.merge(bcol)
-                        write(out)
-
-                try:
-                    for attrs, wkb in prefetch(layer.batches):
-                        bstats, bcol = LayerStats(area_terms=[]), lcol.fork()
-                        pending.append((pool.submit(on_thread, attrs, wkb, offset, bstats, bcol), bstats, bcol))
-                        offset += len(wkb)
-                        drain(THREADS)
-                finally:
-                    drain(0)
+            id_col = layer.attributes.get_field_index("id")
+            # a reader thread costs ~1 ms to start: worth it only when it has parsing left to do
+            for attrs, wkb in (layer.batches if layer.in_memory else prefetch(layer.batches)):
+                lcol.set_ids(offset, attrs.column(id_col) if id_col >= 0 else None)
+                keep, geoms, changed = check_batch(wkb, offset, ctx, stats, lcol)
+                if writer is not None and keep.any():
+                    # unchanged geometries keep their input WKB: no re-encoding
+                    out_wkb = wkb[keep]
+                    redo = np.flatnonzero(changed[keep])
+                    if len(redo):
+                        out_wkb[redo] = shapely.to_wkb(geoms[keep][redo], **WKB_OPTIONS)
+                    writer.write(attrs.filter(pa.array(keep)), geoms[keep], out_wkb)
+                offset += len(wkb)
     except ReadError as exc:  # a parse error in the middle of a stream: report, where
         lcol.add("parse", f"read failed after {offset} features: {run.read_error(str(exc))}")
 
