@@ -8,6 +8,7 @@ struct column declared as the covering, so readers can filter row groups without
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -58,11 +59,21 @@ def safe_layer_name(layer: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", layer) or "_"
 
 
+def _projjson(crs: CRS) -> dict[str, Any]:
+    return json.loads(_projjson_text(crs.srs)) if crs.srs else crs.to_json_dict()
+
+
+@functools.lru_cache(maxsize=32)
+def _projjson_text(srs: str) -> str:
+    # the target CRS's PROJJSON, once per process rather than once per layer
+    return json.dumps(CRS.from_user_input(srs).to_json_dict())
+
+
 def geo_metadata(crs: CRS, geometry_types: list[str], bbox: list[float] | None) -> dict[str, Any]:
     column: dict[str, Any] = {
         "encoding": "WKB",
         "geometry_types": sorted(geometry_types),
-        "crs": crs.to_json_dict(),
+        "crs": _projjson(crs),
         "covering": {"bbox": {k: [BBOX_COLUMN, k] for k in ("xmin", "ymin", "xmax", "ymax")}},
     }
     if bbox is not None:
