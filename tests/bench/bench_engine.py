@@ -84,13 +84,20 @@ def write_polygons(path: Path, n: int, seed: int, bad_every: int = 100) -> None:
     os.replace(tmp, path)
 
 
-def make_dataset(root: Path, files: int, per_file: int, rasters: int, raster_px: int) -> Path:
+def _cached(root: Path, want: str) -> bool:
+    """True when `root` already holds the data described by `want`; otherwise it is emptied for it."""
     stamp = root / ".complete"
-    want = f"{files}x{per_file}+{rasters}x{raster_px}"
     if stamp.exists() and stamp.read_text() == want:
-        return root
+        return True
     shutil.rmtree(root, ignore_errors=True)
     (root / "labels").mkdir(parents=True)
+    return False
+
+
+def make_dataset(root: Path, files: int, per_file: int, rasters: int, raster_px: int) -> Path:
+    want = f"{files}x{per_file}+{rasters}x{raster_px}"
+    if _cached(root, want):
+        return root
     log(f"generating {files} GeoJSON files x {per_file} polygons and {rasters} GeoTIFFs of {raster_px}² px …")
     with ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda i: write_polygons(root / "labels" / f"part-{i:03d}.geojson", per_file, i), range(files)))
@@ -98,7 +105,7 @@ def make_dataset(root: Path, files: int, per_file: int, rasters: int, raster_px:
         # uncompressed, tiled, on one 10 m grid: real bytes for hashing, cheap headers for validation
         origin = (376000.0 + i * raster_px * 10.0, 5200000.0)
         _raster(root / "imagery" / f"tile-{i}.tif", origin, raster_px, seed=i)
-    stamp.write_text(want)
+    (root / ".complete").write_text(want)
     return root
 
 
@@ -122,12 +129,9 @@ def _raster(path: Path, origin: tuple[float, float], px: int, seed: int, bands: 
 
 def make_small_set(root: Path, n: int = 5000) -> Path:
     """n tiny GeoJSON label files (4 polygons, one a bow-tie: every file has a warning) + n 64x64 GeoTIFF chips."""
-    stamp = root / ".complete"
     want = f"{n}+{n}x64"
-    if stamp.exists() and stamp.read_text() == want:
+    if _cached(root, want):
         return root
-    shutil.rmtree(root, ignore_errors=True)
-    (root / "labels").mkdir(parents=True)
     log(f"generating {n} small GeoJSON files and {n} 64x64 GeoTIFFs …")
     for i in range(n):
         write_polygons(root / "labels" / f"chip-{i:05d}.geojson", 4, seed=10_000 + i, bad_every=4)
@@ -135,7 +139,7 @@ def make_small_set(root: Path, n: int = 5000) -> Path:
     for i in range(n):
         origin = (376000.0 + (i % 100) * 640.0, 5200000.0 - (i // 100) * 640.0)
         _raster(root / "imagery" / f"chip-{i:05d}.tif", origin, 64, seed=i, bands=3, overviews=False)
-    stamp.write_text(want)
+    (root / ".complete").write_text(want)
     return root
 
 

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from terrasnap.engine.validate.geojson import features_start
+from terrasnap.engine.validate.geojson import feature_runs, features_start
 
 # From this size on a file is read in runs of whole features (read_runs; bounded memory): the Arrow
 # table of a whole file costs about 1.5x its size.
@@ -97,24 +97,24 @@ class Runs:
     geometry_type: str
     attributes: pa.Schema
     floor: dict[str, pa.DataType]
-    _first: ArrowLayer
-    _rest: Iterator[bytes]
-    _gtype_keys: tuple[str, list[str]]
+    keys: list[str]  # the first feature's properties: the fields, in GDAL's order
+    first: ArrowLayer | None  # the first run, read by read_runs
+    rest: Iterator[bytes]
 
     def batches(self, batch_size: int) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
         """Each run cut into batches of `batch_size`, as GDAL cuts each run. Raises SchemaGrew."""
-        yield from self._first.batches(batch_size)
-        gtype, keys = self._gtype_keys
-        for run in self._rest:
-            data = bytearray(run)
-            layer, _ = _read_features(data, data.index(b"[") + 1, gtype, keys, self.floor)
+        layer, self.first = self.first, None  # each run is let go once it is read
+        while layer is not None:
             yield from layer.batches(batch_size)
+            run = next(self.rest, None)
+            if run is None:
+                return
+            data = bytearray(run)
+            layer, _ = _read_features(data, data.index(b"[") + 1, self.geometry_type, self.keys, self.floor)
 
 
 def read_runs(path: str, start: int, run_bytes: int, floor: dict[str, pa.DataType] | None = None) -> Runs:
     """A big FeatureCollection (no `crs` member) as Runs; the first run is read here (it sets the schema)."""
-    from terrasnap.engine.validate.geojson import feature_runs
-
     with open(path, "rb") as f:
         head = bytearray(f.read(start + (8 << 20)))
     first_feature, gtype = _first_feature(head, start)
@@ -122,7 +122,7 @@ def read_runs(path: str, start: int, run_bytes: int, floor: dict[str, pa.DataTyp
     runs = feature_runs(path, start, run_bytes)
     first = bytearray(next(runs, b'{"type":"FeatureCollection","features":[]}'))
     layer, floor = _read_features(first, first.index(b"[") + 1, gtype, keys, floor)
-    return Runs(gtype, layer.attributes, floor, layer, runs, (gtype, keys))
+    return Runs(gtype, layer.attributes, floor, keys, layer, runs)
 
 
 def _keys(first: dict[str, object]) -> list[str]:
