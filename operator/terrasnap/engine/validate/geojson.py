@@ -31,7 +31,12 @@ def features_start(path: str, head_bytes: int = 1 << 20) -> int | None:
     """Byte offset of the first character after the top-level `"features": [`, or None when it is
     not within the head (then the file is read the ordinary way)."""
     with open(path, "rb") as f:
-        head = f.read(head_bytes).decode("latin-1")  # 1 char per byte: indexes are byte offsets
+        return features_start_in(f.read(head_bytes))
+
+
+def features_start_in(data: bytes | bytearray, head_bytes: int = 1 << 20) -> int | None:
+    """features_start of a file already in memory."""
+    head = bytes(data[:head_bytes]).decode("latin-1")  # 1 char per byte: indexes are byte offsets
     i = _KEY_RE.match(head, 0).end()  # type: ignore[union-attr]
     if head.startswith("\u00ef\u00bb\u00bf", i):  # UTF-8 BOM, as latin-1
         i += 3

@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
-from terrasnap.engine.validate.geojson import feature_runs, features_start
+from terrasnap.engine.validate.geojson import feature_runs, features_start_in
 
 # From this size on a file is read in runs of whole features (read_runs; bounded memory): the Arrow
 # table of a whole file costs about 1.5x its size.
@@ -73,7 +73,7 @@ def read(path: str) -> ArrowLayer:
     with open(path, "rb") as f:
         if f.readinto(data) != size:
             raise NotSimple("the file changed while it was read")
-    start = features_start(path)
+    start = features_start_in(data)  # the file is in memory already
     if start is None:
         raise NotSimple("not a FeatureCollection whose features array starts in the first MiB")
     first, gtype = _first_feature(data, start)

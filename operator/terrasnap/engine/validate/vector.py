@@ -216,8 +216,9 @@ def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any],
         return "TERRASNAP_GEOJSON_READER=gdal"
     if crs_member[0]:
         return "legacy crs member"
+    whole = os.path.getsize(path) < geojson_arrow.MAX_BYTES
     try:
-        if os.path.getsize(path) < geojson_arrow.MAX_BYTES:
+        if whole:
             fast = geojson_arrow.read(path)
             gtype, attrs, batches = fast.geometry_type, fast.attributes, fast.batches(batch_size)
         else:
@@ -229,8 +230,7 @@ def _open_fast_geojson(path: str, batch_size: int, crs_member: tuple[bool, Any],
     except geojson_arrow.NotSimple as exc:
         return str(exc)
     # GDAL's CRS for a GeoJSON without a crs member (2D: the fast reader takes no Z)
-    return _Layer(None, CRS.from_user_input("EPSG:4326"), gtype, attrs, batches, reader="arrow",
-                  in_memory=os.path.getsize(path) < geojson_arrow.MAX_BYTES)
+    return _Layer(None, CRS.from_user_input("EPSG:4326"), gtype, attrs, batches, reader="arrow", in_memory=whole)
 
 
 def _open_ogr(stack: ExitStack, path: str, layer: str | None, batch_size: int, geojson: bool = False,
