@@ -1,0 +1,28 @@
+"""The images `make images` builds into the local podman store (images/build.sh), as the tests name them."""
+
+from __future__ import annotations
+
+import subprocess
+import tomllib
+from functools import cache
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PODMAN = ["bash", str(REPO / "images" / "podman.sh")]
+COMPONENTS = ("operator", "worker")
+
+
+@cache
+def version() -> str:
+    with open(REPO / "pyproject.toml", "rb") as f:
+        return str(tomllib.load(f)["project"]["version"])
+
+
+def ref(component: str) -> str:
+    """`localhost/terrasnap/<component>:<version>`: what `make images` tags in the local store. The node agent
+    runs a pod whose image is a `localhost/` reference present in that store as a real container."""
+    return f"localhost/terrasnap/{component}:{version()}"
+
+
+def available(image: str) -> bool:
+    return subprocess.run([*PODMAN, "image", "exists", image], capture_output=True).returncode == 0
