@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	@$(PY) tests/demo.py --state $(STATE)/demo
 
-# Binaries (Kubernetes, helm) are built or found in the cache first, so no test timeout includes a build.
-test: venv cluster-bin helm-bin azurite-bin
+# Binaries (Kubernetes, helm) and the images are built or found in the cache first, so no test timeout includes a build.
+test: venv cluster-bin helm-bin azurite-bin images
 	@$(PY) -m pytest tests
 
 test-unit: venv
@@ -86,5 +86,12 @@ test-chart: venv
 	@bash tests/chart/tools.sh hadolint >/dev/null
 	@$(PY) -m pytest tests/chart
 
+# The operator and worker images with podman from Debian's packages and the hashed PyPI locks (images/build.sh):
+# localhost/terrasnap/<component>:<version>, cached by the hash of their inputs (a second run costs seconds).
+# REGISTRY=ghcr.io/terrasnap also tags them for `podman push`. tests/images runs them.
+.PHONY: test-images
 images:
 	@bash images/build.sh
+
+test-images: venv images
+	@$(PY) -m pytest tests/images
