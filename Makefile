@@ -82,7 +82,7 @@ clean:
 helm-bin:
 	@bash tests/chart/build_helm.sh
 
-test-chart: venv
+test-chart: venv images
 	@bash tests/chart/tools.sh hadolint >/dev/null
 	@$(PY) -m pytest tests/chart
 

@@ -11,7 +11,8 @@
 # versions actually installed are written next to the base's archive and end up in each image's SBOM and labels.
 #
 # Variant `essential`: Debian's Essential:yes set (dpkg, a shell, coreutils) plus the listed packages; no apt,
-# no compilers, no useradd. Manual pages, documentation (but the copyright files) and translations are left out.
+# no compilers, no useradd, and no setuid or setgid file left (su, mount: nothing to gain privileges by).
+# Manual pages, documentation (but the copyright files) and translations are left out.
 # SOURCE_DATE_EPOCH comes from the lock, so the same lock and mirror give the same bytes.
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,6 +34,7 @@ strap() { # strap IN_OR_LOCK_LIST OUT.tar VERSIONS_OUT EPOCH
     --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --customize-hook='rm -f "$1/etc/resolv.conf" "$1/etc/hostname"' \
     --customize-hook='rm -rf "$1"/var/cache/* "$1"/var/log/* "$1"/var/lib/apt' \
+    --customize-hook='find "$1" -xdev -type f -perm /6000 -exec chmod ug-s {} +' \
     --customize-hook="dpkg-query --admindir=\"\$1/var/lib/dpkg\" -W -f '\${Package}=\${Version}\n' | LC_ALL=C sort > '$versions'" \
     "$suite" "$out"
 }
@@ -84,6 +86,10 @@ if [[ ! -f $archive || ! -f $versions ]]; then
   fi
   mv "$partial" "$archive"
 fi
+# The cache keeps the three newest bases of each name.
+ls -t "$cache/base-$name"-*.tar 2>/dev/null | grep -v '\.partial\.tar$' | tail -n +4 | while read -r old; do
+  rm -f "$old" "${old%.tar}.versions" "$old.log"
+done
 "${podman[@]}" import --quiet \
   --change "LABEL io.terrasnap.base=$name" --change "LABEL io.terrasnap.base.lock=$hash" \
   --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \

@@ -1,7 +1,9 @@
 """The chart on the real control plane: rendered manifests pass server-side dry run (and Pod Security
-`restricted`), then a real `helm install` whose operator Deployment runs on the process node under the chart's
-own ServiceAccount (in-cluster token, no admin rights), snapshots sample data from fake-gcs-server into a
-fake-gcs-server store, and whose GC CronJob runs under the GC ServiceAccount. A missing RBAC rule fails it.
+`restricted`), then a real `helm install` of the images `make images` built, whose operator Deployment runs on
+the test node as a real container (podman) under the chart's own ServiceAccount (in-cluster token, no admin
+rights), and whose snapshot Jobs run the worker image as real containers: they snapshot sample data from
+fake-gcs-server into a fake-gcs-server store; its GC CronJob runs under the GC ServiceAccount. A missing RBAC
+rule fails it.
 
 TERRASNAP_CAPTURE_FIXTURES=1 also saves the DatasetSnapshot statuses seen during the run under
 tests/chart/fixtures/ (the Argo CD health check and kstatus tests read them).
@@ -23,7 +25,7 @@ import pytest
 from tests.chart import helmtool as h
 from tests.chart.test_chart import NON_DEFAULT
 from tests.controlplane.testing import Cluster, wait_for
-from tests.support import fakegcs
+from tests.support import fakegcs, images
 from tests.support.sampledata import make_demo, write_raster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.helm, pytest.mark.gcs]
@@ -177,8 +179,14 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
     # Jobs in other namespaces. The emulator ignores them, but the RBAC paths are exercised.
     cluster.kubectl("create", "secret", "generic", "store-key", "--from-literal=key.json={}", namespace=namespace)
     metrics_port, health_port = _free_port(), _free_port()
+    # The images make images built: the test node runs pods of localhost/ images it holds as real containers.
+    operator_image, worker_image = images.ref("operator"), images.ref("worker")
+    for image in (operator_image, worker_image):
+        assert images.available(image), f"{image} is not in the local image store: run `make images`"
     values = {
         "fullnameOverride": release,
+        "image": {"repository": operator_image.rsplit(":", 1)[0], "tag": images.version()},
+        "worker": {"image": {"repository": worker_image.rsplit(":", 1)[0], "tag": images.version()}},
         "watchNamespaces": [data_namespace],  # leave the other tests' namespaces alone
         "metrics": {"port": metrics_port}, "health": {"port": health_port},
         "rbac": {"storeSecrets": [{"name": "store-key"}]},
@@ -199,6 +207,7 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
         assert deployment["status"].get("readyReplicas") == 1
         (pod,) = cluster.get("pods", "-l", "app.kubernetes.io/component=operator", namespace=namespace)["items"]
         assert pod["spec"]["serviceAccountName"] == release
+        _assert_ran_as_container(pod, operator_image)
         # the operator's own identity: the chart's ServiceAccount, no more
         assert cluster.kubectl("auth", "can-i", "get", "secrets", "-n", "kube-system",
                                f"--as=system:serviceaccount:{namespace}:{release}", check=False).stdout.strip() == "no"
@@ -232,6 +241,9 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
         cluster.kubectl("wait", "--for=condition=Ready", "dsnap/buildings", "--timeout=10s", namespace=data_namespace)
         assert status["manifest"]["uri"].startswith(f"gs://{bucket}/dvc/terrasnap/manifests/{data_namespace}/buildings/")
         assert status["summary"]["files"] >= 5
+        # Every container of the snapshot Job's pod ran in the worker image, as a real container.
+        (job_pod,) = cluster.get("pods", "-l", f"job-name={status['job']}", namespace=data_namespace)["items"]
+        _assert_ran_as_container(job_pod, worker_image)
         # helm upgrade (a values change): Recreate replaces the operator pod; the new one carries on.
         first_log = cluster.kubectl("logs", pod["metadata"]["name"], namespace=namespace, check=False).stdout
         h.run("upgrade", release, str(h.CHART), "--namespace", namespace, "--reuse-values", "--wait", "--timeout",
@@ -304,6 +316,15 @@ def test_helm_install_runs_snapshots_under_the_charts_rbac(
             print(p.stdout, p.stderr)
         cluster.kubectl("delete", "snapshotstore", store_name, "--ignore-not-found", "--wait=false", check=False)
     assert cluster.kubectl("get", "clusterrole", f"{release}-operator", check=False).returncode != 0
+
+
+def _assert_ran_as_container(pod: dict[str, Any], image: str) -> None:
+    statuses = (pod["status"].get("initContainerStatuses") or []) + pod["status"]["containerStatuses"]
+    assert statuses
+    for st in statuses:
+        assert st["image"] == image, st
+        assert st["containerID"].startswith("podman://"), st  # not the process mode's terrasnap-process://
+        assert st["imageID"].startswith(image.rsplit(":", 1)[0] + "@sha256:"), st
 
 
 def _job_failed(cluster: Cluster, namespace: str) -> bool:
