@@ -240,9 +240,9 @@ def create_args(ctx: PodContext, c: Obj, restart: int, img: Image, env: dict[str
     md, spec = pod["metadata"], pod["spec"]
     name = container_name(pod, c, restart)
     hostname = (spec.get("hostname") or md["name"])[:63]
-    # --passwd=false: podman would add the uid to the image's /etc/passwd (HOME = workdir); a CRI runtime
-    # does not (an unknown uid gets gid 0 and HOME=/)
-    args = ["create", "--rm", "--pull", "never", "--log-driver", "none", "--network", "host", "--passwd=false",
+    # (podman 4.3's `create` has no --passwd=false: a runAsUser missing from the image's /etc/passwd gets an
+    # entry there, HOME = the working directory unless the image's ENV sets HOME; a CRI runtime adds none)
+    args = ["create", "--rm", "--pull", "never", "--log-driver", "none", "--network", "host",
             "--hostname", hostname, "--name", name,
             "--label", f"{STATE_LABEL}={ctx.state}",
             "--label", f"io.kubernetes.pod.name={md['name']}",
