@@ -279,3 +279,22 @@ def test_no_command_runs_the_image_entrypoint(cluster: Cluster, namespace: str) 
     assert st["containerID"].startswith("podman://")
     assert st["state"]["terminated"]["exitCode"] == 0, cluster.kubectl("logs", "entry", namespace=namespace).stdout
     assert cluster.kubectl("logs", "entry", namespace=namespace).stdout.strip()
+
+
+def test_restarts_and_deadline(cluster: Cluster, namespace: str) -> None:
+    """The pod lifecycle is unchanged: OnFailure restarts a failing container (a new container per restart,
+    its log kept for `kubectl logs -p`), activeDeadlineSeconds kills a running one; nothing is left in podman."""
+    cluster.apply(pod("crashy", [
+        shell("crash", 'echo "run at $(date +%s%N)"; exit 1'),
+        {"name": "sleeper", "image": IMAGE, "command": ["sleep", "600"]},
+    ], restartPolicy="OnFailure", activeDeadlineSeconds=5), namespace=namespace)
+    p = finished(cluster, namespace, "crashy", timeout=60)
+    st = statuses(p)
+    assert (p["status"]["phase"], p["status"]["reason"]) == ("Failed", "DeadlineExceeded")
+    assert st["crash"]["restartCount"] >= 1, st["crash"]
+    assert st["crash"]["lastState"]["terminated"]["exitCode"] == 1
+    assert st["crash"]["containerID"].startswith("podman://")
+    assert st["sleeper"]["state"]["terminated"]["exitCode"] == 137  # sleep as PID 1: only SIGKILL ends it
+    prev = cluster.kubectl("logs", "crashy", "-c", "crash", "-p", namespace=namespace).stdout
+    assert prev.startswith("run at ")
+    assert podman_names(p["metadata"]["uid"]) == []
