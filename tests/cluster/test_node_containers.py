@@ -298,3 +298,13 @@ def test_restarts_and_deadline(cluster: Cluster, namespace: str) -> None:
     prev = cluster.kubectl("logs", "crashy", "-c", "crash", "-p", namespace=namespace).stdout
     assert prev.startswith("run at ")
     assert podman_names(p["metadata"]["uid"]) == []
+
+
+def test_a_command_that_cannot_start_is_a_start_error(cluster: Cluster, namespace: str) -> None:
+    cluster.apply(pod("nostart", [{"name": "main", "image": IMAGE, "command": ["/no/such/program"]}]),
+                  namespace=namespace)
+    p = finished(cluster, namespace, "nostart")
+    t = statuses(p)["main"]["state"]["terminated"]
+    assert (t["reason"], t["exitCode"]) == ("StartError", 128), t
+    assert "/no/such/program" in t["message"]
+    assert podman_names(p["metadata"]["uid"]) == []

@@ -74,6 +74,16 @@ class Process:
     def image_id(self) -> str:
         return f"terrasnap-process://{self.container.get('image', '')}"
 
+    @property
+    def exit_reason(self) -> str | None:
+        """A reason the runtime gives for the exit (StartError, OOMKilled), else None (Completed/Error)."""
+        return None
+
+    @property
+    def exit_message(self) -> str | None:
+        """The runtime's message for `exit_reason` (instead of the termination message)."""
+        return None
+
 
 @dataclass
 class PodContext:

@@ -102,7 +102,8 @@ class PodWorker:
     def _terminated(self, c: Obj, p: Process, restarts: int, returncode: int, init: bool = False,
                     reason: str | None = None) -> Obj:
         code = status.exit_code(returncode)
-        msg = containers.termination_message(self.dir, c, code, restarts, p.term)
+        msg = p.exit_message or containers.termination_message(self.dir, c, code, restarts, p.term)
+        reason = reason or p.exit_reason
         prev = self._statuses(init).get(c["name"], {})
         st = status.terminated(c, p.pid, p.started_at, now(), restarts, code, msg, prev.get("lastState", {}),
                                reason, container_id=p.container_id, image_id=p.image_id)

@@ -11,7 +11,8 @@ capabilities, privileged, seccomp (Unconfined unless RuntimeDefault is asked for
 workingDir (created like runc does), volumes and the termination-message file as binds, the host network.
 Env values travel in podman's own environment (`-e NAME`), never in an argv. `podman start --attach` is the
 process the pod worker watches: its exit status is the container's (signal N -> 128+N, as from any runtime),
-its output goes to the container's log file. The container is `--rm`: gone once it exited.
+its output goes to the container's log file. Once it exited the container's state is read (exit code,
+StartError, OOMKilled) and the container removed.
 
 Every container carries the label `terrasnap.node-state=<agent state dir>`; `sweep` removes this node's
 containers (the agent calls it when it starts and when it stops, so none outlives the agent).
@@ -26,7 +27,7 @@ import shutil
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -43,12 +44,17 @@ STATE_LABEL = "terrasnap.node-state"
 
 @dataclass(eq=False)
 class Container(Process):
-    """A started podman container: `popen` is `podman start --attach <name>`."""
+    """A started podman container: `popen` is `podman start --attach <name>`. Once that exited, the container's
+    state is read (a container that never started is a StartError, exit code 128, as from containerd) and the
+    container removed; `poll`/`returncode` then answer the container's exit code."""
 
     name: str  # podman's container name
     cid: str  # podman's container id
     image_digest: str  # what containerStatuses[].imageID reports
     stop_signal: str
+    log: Path  # the container's log file
+    outcome: tuple[int, str | None, str | None] | None = field(default=None, repr=False)  # code, reason, message
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def container_id(self) -> str:
@@ -57,6 +63,49 @@ class Container(Process):
     @property
     def image_id(self) -> str:
         return self.image_digest
+
+    def poll(self) -> int | None:
+        rc = self.popen.poll()
+        return None if rc is None else self._finish(rc)[0]
+
+    @property
+    def returncode(self) -> int | None:
+        rc = self.popen.returncode
+        return None if rc is None else self._finish(rc)[0]
+
+    @property
+    def exit_reason(self) -> str | None:
+        return self.outcome[1] if self.outcome else None
+
+    @property
+    def exit_message(self) -> str | None:
+        return self.outcome[2] if self.outcome else None
+
+    def _finish(self, rc: int) -> tuple[int, str | None, str | None]:
+        with self.lock:
+            if self.outcome is None:
+                self.outcome = self._read_state(rc)
+                podman("rm", "-f", "-t", "0", "--ignore", self.cid, timeout=60)
+            return self.outcome
+
+    def _read_state(self, rc: int) -> tuple[int, str | None, str | None]:
+        try:
+            p = podman("container", "inspect", "--format", "{{json .State}}", self.cid, timeout=30)
+            state = json.loads(p.stdout) if p.returncode == 0 else None
+        except (OSError, RuntimeError, ValueError, subprocess.TimeoutExpired):
+            state = None
+        if not isinstance(state, dict):  # removed meanwhile (kill's rm -f): what podman start said
+            return rc, None, None
+        if state.get("Status") == "created":  # the runtime could not start it
+            err = ""
+            try:
+                lines = self.log.read_text(errors="replace").splitlines()
+                err = next((ln.removeprefix("Error: ") for ln in reversed(lines) if ln.startswith("Error: ")), "")
+            except OSError:
+                pass
+            return 128, "StartError", err or state.get("Error") or f"podman start exited {rc}"
+        code = int(state.get("ExitCode", rc))
+        return code, "OOMKilled" if state.get("OOMKilled") else None, None
 
 
 @dataclass(frozen=True)
@@ -242,7 +291,7 @@ def create_args(ctx: PodContext, c: Obj, restart: int, img: Image, env: dict[str
     hostname = (spec.get("hostname") or md["name"])[:63]
     # (podman 4.3's `create` has no --passwd=false: a runAsUser missing from the image's /etc/passwd gets an
     # entry there, HOME = the working directory unless the image's ENV sets HOME; a CRI runtime adds none)
-    args = ["create", "--rm", "--pull", "never", "--log-driver", "none", "--network", "host",
+    args = ["create", "--pull", "never", "--log-driver", "none", "--network", "host",
             "--hostname", hostname, "--name", name,
             "--label", f"{STATE_LABEL}={ctx.state}",
             "--label", f"io.kubernetes.pod.name={md['name']}",
@@ -336,7 +385,7 @@ def start(ctx: PodContext, c: Obj, restart: int, init: bool) -> Container:
     log.info("started %s/%s[%s] as podman container %s (%s, %s) pid %d: podman %s", md["namespace"], md["name"],
              c["name"], name, cid[:12], img.digest, sp.pid, " ".join(args))
     return Container(sp, c, init, restart, now(), term, name=name, cid=cid, image_digest=img.digest,
-                     stop_signal=img.stop_signal)
+                     stop_signal=img.stop_signal, log=lf)
 
 
 def kill(p: Container, grace: float) -> None:
@@ -355,7 +404,8 @@ def kill(p: Container, grace: float) -> None:
         except subprocess.TimeoutExpired:
             p.popen.kill()
             p.popen.wait(5)
-    podman("rm", "-f", "-t", "0", "--ignore", p.cid, timeout=60)  # --rm may not have happened yet
+    p.poll()  # read its state, remove it
+    podman("rm", "-f", "-t", "0", "--ignore", p.cid, timeout=60)  # in case it is still there
 
 
 def sweep(state: Path) -> int:
