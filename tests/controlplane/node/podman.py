@@ -363,6 +363,8 @@ def start(ctx: PodContext, c: Obj, restart: int, init: bool) -> Container:
     name = container_name(ctx.pod, c, restart)
     p = podman(*args, env=env)
     if p.returncode != 0:
+        with _images_lock:  # the image may have been replaced or removed: ask again next time
+            _images.pop(ref, None)
         raise ConfigError("CreateContainerError", p.stderr.strip()[-2000:] or f"podman create exited {p.returncode}")
     cid = p.stdout.strip().splitlines()[-1]
     try:
