@@ -1,7 +1,8 @@
 """The node agent: registers this Node, dispatches pod events to one `PodWorker` per pod, runs the loops.
 
 Threads: the heartbeat (Lease, Node status), the pod watch, the provisioner, the scheduler's re-check and
-the kubelet API server. On SIGTERM every running container gets 2 s to stop.
+the kubelet API server. On SIGTERM every running container gets 2 s to stop; no podman container of this
+node outlives the agent (`podman.sweep` when it starts and stops).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from . import containers, provisioner, scheduler
+from . import containers, podman, provisioner, scheduler
 from .kube import ApiError, Kube, Obj, delete_pod_now
 from .kubelet_api import make_server
 from .node import Node
@@ -165,6 +166,7 @@ class Agent:
 
     # -- main -----------------------------------------------------------------------------------------
     def run(self) -> None:
+        podman.sweep(self.state)  # containers an earlier agent process left (it was killed)
         self.node.register()
         provisioner.ensure_storage_class(self.node)
         loops = {
@@ -189,6 +191,7 @@ class Agent:
                 ts.append(t)
         for t in ts:
             t.join(10)
+        podman.sweep(self.state)  # none may outlive the agent
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.shutdown()

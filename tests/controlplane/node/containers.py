@@ -1,5 +1,7 @@
 """One container as a local process: its user and environment, its pod_exec spec, start, kill, exit message.
 
+`start` runs a container whose image is in the project's podman store as a real container instead (podman.py).
+
 The process is `pod_exec.py` (standard library only), which makes the container's root and mounts and then
 execs the command; it runs in its own session so the whole group can be signalled.
 """
@@ -63,6 +65,24 @@ class Process:
 
     def poll(self) -> int | None:
         return self.popen.poll()
+
+    @property
+    def container_id(self) -> str:
+        return f"process://{self.pid}"
+
+    @property
+    def image_id(self) -> str:
+        return f"terrasnap-process://{self.container.get('image', '')}"
+
+    @property
+    def exit_reason(self) -> str | None:
+        """A reason the runtime gives for the exit (StartError, OOMKilled), else None (Completed/Error)."""
+        return None
+
+    @property
+    def exit_message(self) -> str | None:
+        """The runtime's message for `exit_reason` (instead of the termination message)."""
+        return None
 
 
 @dataclass
@@ -169,29 +189,25 @@ def log_file(pod_dir: Path, cname: str, restart: int) -> Path:
     return pod_dir / "logs" / cname / f"{restart}.log"
 
 
-def start(ctx: PodContext, c: Obj, restart: int, init: bool) -> Process:
-    """Write the container's pod_exec spec and start it; raises ConfigError if it cannot be configured."""
-    md = ctx.pod["metadata"]
-    cname = c["name"]
-    sec = security(ctx.pod, c)
-    env = base_env(sec, md["name"], ctx.apiserver_port)
-    env.update(container_env(ctx, c))
-    cmd = [expand(x, env) for x in c.get("command") or []]
-    args = [expand(x, env) for x in c.get("args") or []]
-    argv = cmd + args
-    if not argv:
-        raise ConfigError("CreateContainerError", f"container {cname}: no command (images are not pulled "
-                          "on this test node, so the image's entrypoint is unknown)")
-    cdir = ctx.dir / "containers" / f"{cname}-{restart}"
-    if cdir.exists():
-        shutil.rmtree(cdir, ignore_errors=True)
-    cdir.mkdir(parents=True)
-    term = ctx.dir / "termination" / cname
+class Mount(TypedDict):
+    name: str
+    source: str  # on the host
+    target: str  # in the container
+    readOnly: bool
+
+
+def termination_file(ctx: PodContext, c: Obj) -> Path:
+    """The (fresh, empty, world-writable) host file bound at the container's terminationMessagePath."""
+    term = ctx.dir / "termination" / str(c["name"])
     term.parent.mkdir(parents=True, exist_ok=True)
     term.write_bytes(b"")
     term.chmod(0o666)
-    tm_path = c.get("terminationMessagePath") or "/dev/termination-log"
-    mounts = []
+    return term
+
+
+def volume_mounts(ctx: PodContext, c: Obj, env: dict[str, str]) -> list[Mount]:
+    """The container's volumeMounts as host sources (subPath/subPathExpr resolved, created if missing)."""
+    mounts: list[Mount] = []
     for vm in c.get("volumeMounts") or []:
         vol = ctx.volumes.get(vm["name"])
         if vol is None:
@@ -205,6 +221,39 @@ def start(ctx: PodContext, c: Obj, restart: int, init: bool) -> Process:
                 src.chmod(0o777)
         mounts.append({"name": vm["name"], "source": str(src), "target": vm["mountPath"],
                        "readOnly": bool(vm.get("readOnly")) or vol["ro"]})
+    return mounts
+
+
+def start(ctx: PodContext, c: Obj, restart: int, init: bool) -> Process:
+    """Start one container: as a podman container if its image is a `localhost/` image in the project's
+    podman store (node/podman.py), else as a local process. Raises ConfigError if it cannot be configured."""
+    from . import podman  # podman imports this module
+
+    if podman.runs(c.get("image") or ""):
+        return podman.start(ctx, c, restart, init)
+    return start_process(ctx, c, restart, init)
+
+
+def start_process(ctx: PodContext, c: Obj, restart: int, init: bool) -> Process:
+    """Write the container's pod_exec spec and start it; raises ConfigError if it cannot be configured."""
+    md = ctx.pod["metadata"]
+    cname = c["name"]
+    sec = security(ctx.pod, c)
+    env = base_env(sec, md["name"], ctx.apiserver_port)
+    env.update(container_env(ctx, c))
+    cmd = [expand(x, env) for x in c.get("command") or []]
+    args = [expand(x, env) for x in c.get("args") or []]
+    argv = cmd + args
+    if not argv:
+        raise ConfigError("CreateContainerError", f"container {cname}: no command (image {c.get('image')!r} "
+                          "is not in this node's podman store, so its entrypoint is unknown)")
+    cdir = ctx.dir / "containers" / f"{cname}-{restart}"
+    if cdir.exists():
+        shutil.rmtree(cdir, ignore_errors=True)
+    cdir.mkdir(parents=True)
+    term = termination_file(ctx, c)
+    tm_path = c.get("terminationMessagePath") or "/dev/termination-log"
+    mounts = volume_mounts(ctx, c, env)
     mounts.append({"name": "termination-log", "source": str(term), "target": tm_path, "readOnly": False})
     spec = {
         "root": str(cdir / "rootfs"), "upper": str(cdir / "upper"), "work": str(cdir / "work"),
@@ -241,7 +290,12 @@ def termination_message(pod_dir: Path, c: Obj, exit_code: int, restart: int, ter
 
 
 def kill(p: Process, grace: float) -> None:
-    """SIGTERM to the process group and every descendant (some leave the group), SIGKILL after `grace`."""
+    """SIGTERM to the process group and every descendant (some leave the group), SIGKILL after `grace`
+    (a podman container: its stop signal, SIGKILL after `grace`, then removed)."""
+    from . import podman
+
+    if isinstance(p, podman.Container):
+        return podman.kill(p, grace)
     if p.poll() is not None:
         return
     pids = _descendants(p.pid)
@@ -266,7 +320,12 @@ def kill(p: Process, grace: float) -> None:
 def reap(p: Process) -> int:
     """After a container's main process exited: SIGKILL every process left in its mount namespace (a
     daemon a stage left behind, reparented and in a session of its own), as a real runtime does when a
-    container's init dies. Returns how many were killed."""
+    container's init dies. Returns how many were killed. (A podman container has its own PID namespace: the
+    kernel already killed the rest when its init exited.)"""
+    from . import podman
+
+    if isinstance(p, podman.Container):
+        return 0
     marker = Path(str(p.popen.args[-1])).parent / "mntns"  # type: ignore[index]
     try:
         ns = marker.read_text().strip()

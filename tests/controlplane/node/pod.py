@@ -96,15 +96,17 @@ class PodWorker:
         self._statuses(init)[c["name"]] = status.waiting(c, reason, message, restarts, last)
 
     def _running(self, c: Obj, p: Process, restarts: int, last: Obj | None, init: bool = False) -> None:
-        self._statuses(init)[c["name"]] = status.running(c, p.pid, p.started_at, restarts, last, init)
+        self._statuses(init)[c["name"]] = status.running(c, p.pid, p.started_at, restarts, last, init,
+                                                         container_id=p.container_id, image_id=p.image_id)
 
     def _terminated(self, c: Obj, p: Process, restarts: int, returncode: int, init: bool = False,
                     reason: str | None = None) -> Obj:
         code = status.exit_code(returncode)
-        msg = containers.termination_message(self.dir, c, code, restarts, p.term)
+        msg = p.exit_message or containers.termination_message(self.dir, c, code, restarts, p.term)
+        reason = reason or p.exit_reason
         prev = self._statuses(init).get(c["name"], {})
         st = status.terminated(c, p.pid, p.started_at, now(), restarts, code, msg, prev.get("lastState", {}),
-                               reason)
+                               reason, container_id=p.container_id, image_id=p.image_id)
         self._statuses(init)[c["name"]] = st
         return st
 

@@ -21,9 +21,16 @@ def waiting(c: Obj, reason: str, message: str | None = None, restarts: int = 0,
     return st
 
 
-def running(c: Obj, pid: int, started_at: str, restarts: int, last: Obj | None, init: bool = False) -> Obj:
-    return {"name": c["name"], "image": c.get("image", ""), "imageID": f"terrasnap-process://{c.get('image', '')}",
-            "containerID": f"process://{pid}", "ready": not init, "started": True,
+def _ids(c: Obj, pid: int, container_id: str | None, image_id: str | None) -> tuple[str, str]:
+    """(containerID, imageID): the runtime's, or for a process `process://<pid>`, `terrasnap-process://<image>`."""
+    return (container_id or f"process://{pid}", image_id or f"terrasnap-process://{c.get('image', '')}")
+
+
+def running(c: Obj, pid: int, started_at: str, restarts: int, last: Obj | None, init: bool = False, *,
+            container_id: str | None = None, image_id: str | None = None) -> Obj:
+    cid, iid = _ids(c, pid, container_id, image_id)
+    return {"name": c["name"], "image": c.get("image", ""), "imageID": iid,
+            "containerID": cid, "ready": not init, "started": True,
             "restartCount": restarts, "state": {"running": {"startedAt": started_at}}, "lastState": last or {}}
 
 
@@ -33,13 +40,15 @@ def exit_code(returncode: int) -> int:
 
 
 def terminated(c: Obj, pid: int, started_at: str, finished_at: str, restarts: int, code: int, message: str,
-               last: Obj, reason: str | None = None) -> Obj:
+               last: Obj, reason: str | None = None, *, container_id: str | None = None,
+               image_id: str | None = None) -> Obj:
+    cid, iid = _ids(c, pid, container_id, image_id)
     term: Obj = {"exitCode": code, "reason": reason or ("Completed" if code == 0 else "Error"),
-                 "startedAt": started_at, "finishedAt": finished_at, "containerID": f"process://{pid}"}
+                 "startedAt": started_at, "finishedAt": finished_at, "containerID": cid}
     if message:
         term["message"] = message
-    return {"name": c["name"], "image": c.get("image", ""), "imageID": f"terrasnap-process://{c.get('image', '')}",
-            "containerID": f"process://{pid}", "ready": False, "started": False,
+    return {"name": c["name"], "image": c.get("image", ""), "imageID": iid,
+            "containerID": cid, "ready": False, "started": False,
             "restartCount": restarts, "state": {"terminated": term}, "lastState": last}
 
 
