@@ -40,3 +40,27 @@ def test_missing_bucket(gcs) -> None:  # type: ignore[no-untyped-def]
     store = Store.from_url("gs://no-such-bucket-xyz/p", endpoint=gcs.endpoint)
     with pytest.raises(StoreUnreachable, match="does not exist"):
         store.check_reachable()
+
+
+def test_a_reader_takes_a_read_only_file_store_and_creates_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """fetch, verify and bucket sources only read: a store mounted read-only is fine for them, a missing one
+    is an error that names it (and is not created), while a writer still needs to write."""
+    import os
+
+    root = tmp_path / "ro"
+    root.mkdir()
+    (root / "x").write_bytes(b"1")
+    root.chmod(0o555)
+    try:
+        store = Store.from_url(f"file://{root}")
+        store.check_reachable(write=False)
+        assert store.read_bytes("x") == b"1"
+        if os.geteuid() != 0:  # root may write anywhere: the writer's refusal is only observable as a user
+            with pytest.raises(StoreUnreachable, match="not writable"):
+                store.check_reachable()
+    finally:
+        root.chmod(0o755)
+    missing = Store.from_url(f"file://{tmp_path / 'missing'}")
+    with pytest.raises(StoreUnreachable, match="missing does not exist"):
+        missing.check_reachable(write=False)
+    assert not (tmp_path / "missing").exists()

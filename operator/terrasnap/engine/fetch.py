@@ -92,7 +92,7 @@ def check_expected(store: Store, rel: str, rows: list[dict[str, Any]], meta: dic
 def fetch(manifest_uri: str, dest: Path, endpoint: str | None = None, role: str | None = None,
           workers: int = 8, expect: str | None = None) -> dict[str, Any]:
     store, rel = store_of_manifest(manifest_uri, endpoint)
-    store.check_reachable()
+    store.check_reachable(write=False)
     rows, meta = read_manifest(store.read_bytes(rel))
     check_rows(rows, manifest_uri)
     if expect is not None:

@@ -235,7 +235,7 @@ def _materialize_bucket(spec: SourceSpec, dest: Path, endpoint: str | None) -> M
         else:
             endpoint = endpoint if endpoint is not None else endpoint_from_env(scheme)
             src = Store(spec.path.rstrip("/"), endpoint, fs=bucket_source_filesystem(spec, endpoint))
-        src.check_reachable()
+        src.check_reachable(write=False)
         files = list(src.list_prefix(""))
     except Exception as exc:
         raise SourceUnavailable(redact(f"source {spec.raw}: {getattr(exc, 'message', exc)}")) from exc

@@ -232,14 +232,21 @@ class Store:
     def _wrap(self, what: str, exc: BaseException) -> StoreUnreachable:
         return StoreUnreachable(f"store {self.url}: {what}: {type(exc).__name__}: {exc}")
 
-    def check_reachable(self) -> None:
-        """Fail fast, with the store's URL in the message, before any work is done."""
+    def check_reachable(self, *, write: bool = True) -> None:
+        """Fail fast, with the store's URL in the message, before any work is done. A reader (`write=False`:
+        fetch, verify, a bucket source) needs an existing, readable file:// root, never a writable one: a
+        store or source mounted read-only is the normal case for them."""
         try:
             fs = self.fs
         except UsageError as exc:
             raise UsageError(f"store {self.url}: {exc}") from None
         try:
-            if self.scheme == "file":
+            if self.scheme == "file" and not write:
+                if not os.path.isdir(self.root):
+                    raise FileNotFoundError(f"{self.root} does not exist")
+                if not os.access(self.root, os.R_OK | os.X_OK):
+                    raise PermissionError(f"{self.root} is not readable")
+            elif self.scheme == "file":
                 os.makedirs(self.root, exist_ok=True)
                 if not os.access(self.root, os.W_OK):
                     raise PermissionError(f"{self.root} is not writable")
