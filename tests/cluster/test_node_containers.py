@@ -194,6 +194,21 @@ def test_termination_message_exit_code_and_logs(cluster: Cluster, namespace: str
     assert logs == "to-the-log\n"
 
 
+def test_variables_podman_reads_reach_the_container_not_podman(cluster: Cluster, namespace: str) -> None:
+    """The worker sets HOME and TMPDIR to its emptyDir: podman on the host must not put its own temporary
+    files there (it did: `open /workspace/NNN: no such file or directory`), and the container sees them."""
+    cluster.apply(pod("own-vars", [
+        shell("main", 'echo "$HOME $TMPDIR $XDG_CACHE_HOME" > /dev/termination-log',
+              env=[{"name": "HOME", "value": "/nowhere-on-the-host/home"},
+                   {"name": "TMPDIR", "value": "/nowhere-on-the-host/tmp"},
+                   {"name": "XDG_CACHE_HOME", "value": "/nowhere-on-the-host/cache"}]),
+    ]), namespace=namespace)
+    p = finished(cluster, namespace, "own-vars")
+    st = statuses(p)["main"]
+    assert p["status"]["phase"] == "Succeeded", st
+    assert message(st) == "/nowhere-on-the-host/home /nowhere-on-the-host/tmp /nowhere-on-the-host/cache\n"
+
+
 def test_secret_env_is_inside_but_not_in_any_argv(cluster: Cluster, namespace: str) -> None:
     token = f"tok-{uuid.uuid4().hex}"
     cluster.kubectl("create", "secret", "generic", "creds", f"--from-literal=token={token}", namespace=namespace)

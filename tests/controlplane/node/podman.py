@@ -140,12 +140,24 @@ def podman_env() -> dict[str, str] | None:
     return env
 
 
+# Variables podman itself reads (where it puts temporary files, its configuration, its home). A pod's value for
+# one (the worker sets TMPDIR to its emptyDir) must reach the container, not steer podman on the host: those
+# go on the command line as NAME=VALUE; every other value reaches the container through podman's environment.
+PODMAN_OWN = ("TMPDIR", "HOME", "PATH", "USER", "LANG", "TZ", "SHELL")
+PODMAN_OWN_PREFIXES = ("XDG_", "CONTAINERS_", "CONTAINER_", "REGISTRY_", "BUILDAH_", "STORAGE_", "DOCKER_", "LC_")
+
+
+def podman_reads(name: str) -> bool:
+    return name in PODMAN_OWN or name.startswith(PODMAN_OWN_PREFIXES)
+
+
 def podman(*args: str, env: dict[str, str] | None = None, timeout: float = 60,
            check: bool = False) -> subprocess.CompletedProcess[str]:
     base = podman_env()
     if base is None:
         raise RuntimeError("podman is not available")
-    p = subprocess.run(["podman", *args], capture_output=True, text=True, env={**base, **(env or {})},
+    extra = {k: v for k, v in (env or {}).items() if not podman_reads(k)}
+    p = subprocess.run(["podman", *args], capture_output=True, text=True, env={**base, **extra},
                        stdin=subprocess.DEVNULL, timeout=timeout)
     if check and p.returncode != 0:
         raise RuntimeError(f"podman {args[0]} failed ({p.returncode}): {p.stderr.strip()[-2000:]}")
@@ -306,8 +318,8 @@ def create_args(ctx: PodContext, c: Obj, restart: int, img: Image, env: dict[str
         args += ["-v", f"{m['source']}:{m['target']}" + (":ro" if m["readOnly"] else "")]
     tm_path = c.get("terminationMessagePath") or "/dev/termination-log"
     args += ["-v", f"{term}:{tm_path}"]
-    for k in env:
-        args += ["-e", k]
+    for k, v in env.items():
+        args += ["-e", f"{k}={v}" if podman_reads(k) else k]
     command = [expand(x, env) for x in c.get("command") or []]
     cargs = [expand(x, env) for x in c.get("args") or []]
     if command:
