@@ -99,13 +99,19 @@ class PodContext:
     volumes: dict[str, Volume]
 
 
+def run_as(pod: Obj, c: Obj) -> tuple[int | None, int | None, bool | None]:
+    """runAsUser, runAsGroup and runAsNonRoot: the container's securityContext over the pod's."""
+    psc = pod["spec"].get("securityContext") or {}
+    csc = c.get("securityContext") or {}
+    return (csc.get("runAsUser", psc.get("runAsUser")), csc.get("runAsGroup", psc.get("runAsGroup")),
+            csc.get("runAsNonRoot", psc.get("runAsNonRoot")))
+
+
 def security(pod: Obj, c: Obj) -> Security:
     md = pod["metadata"]
     psc = pod["spec"].get("securityContext") or {}
     csc = c.get("securityContext") or {}
-    uid = csc.get("runAsUser", psc.get("runAsUser"))
-    gid = csc.get("runAsGroup", psc.get("runAsGroup"))
-    non_root = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+    uid, gid, non_root = run_as(pod, c)
     if uid is None:
         # no image to read a USER from: run as root unless runAsNonRoot asks otherwise
         uid = 65532 if non_root else 0

@@ -32,7 +32,16 @@ from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .containers import REPO, PodContext, Process, container_env, log_file, termination_file, volume_mounts
+from .containers import (
+    REPO,
+    PodContext,
+    Process,
+    container_env,
+    log_file,
+    run_as,
+    termination_file,
+    volume_mounts,
+)
 from .kube import Obj, now
 from .refs import ConfigError, expand
 
@@ -228,10 +237,7 @@ def user_flags(pod: Obj, c: Obj, img: Image) -> list[str]:
     """--user/--group-add from the securityContext; runAsNonRoot refused like the kubelet (verifyRunAsNonRoot)."""
     md = pod["metadata"]
     psc = pod["spec"].get("securityContext") or {}
-    csc = c.get("securityContext") or {}
-    uid = csc.get("runAsUser", psc.get("runAsUser"))
-    gid = csc.get("runAsGroup", psc.get("runAsGroup"))
-    non_root = csc.get("runAsNonRoot", psc.get("runAsNonRoot"))
+    uid, gid, non_root = run_as(pod, c)
     where = f"(pod: {md['name']}_{md['namespace']}({md['uid']}), container: {c['name']})"
     if non_root:
         if uid is not None:
