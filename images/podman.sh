@@ -34,27 +34,28 @@ if ((${#need[@]})); then
   ) 9>"$lock"
 fi
 
-if [[ ! -f $conf || ! -f $storage ]]; then
-  mkdir -p "$cache/storage"
-  cat >"$conf.tmp" <<CONF
-# written by images/podman.sh
+# Rewritten whenever what this script would write differs (a changed setting reaches existing caches).
+mkdir -p "$cache/storage"
+conf_text="# written by images/podman.sh
 [containers]
 default_ulimits = []
 [engine]
-cgroup_manager = "cgroupfs"
-runtime = "runc"
-events_logger = "file"
-CONF
-  cat >"$storage.tmp" <<CONF
-# written by images/podman.sh
+cgroup_manager = \"cgroupfs\"
+runtime = \"runc\"
+events_logger = \"file\""
+storage_text="# written by images/podman.sh
 [storage]
-driver = "overlay"
-graphroot = "$cache/storage"
-runroot = "/tmp/terrasnap-podman-$(id -u)"
-CONF
-  mv "$conf.tmp" "$conf"
-  mv "$storage.tmp" "$storage"
-fi
+driver = \"overlay\"
+graphroot = \"$cache/storage\"
+runroot = \"/tmp/terrasnap-podman-$(id -u)\""
+write() { # write FILE TEXT, unless it already holds TEXT
+  if [[ ! -f $1 || "$(cat "$1")" != "$2" ]]; then
+    printf '%s\n' "$2" >"$1.$$"
+    mv "$1.$$" "$1"
+  fi
+}
+write "$conf" "$conf_text"
+write "$storage" "$storage_text"
 
 export CONTAINERS_CONF="$conf" CONTAINERS_STORAGE_CONF="$storage"
 if [[ ${1:-} == --env ]]; then

@@ -20,7 +20,7 @@ def debian_packages() -> list[dict[str, str]]:
     out = []
     for block in DPKG_STATUS.read_text().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line[0].isspace())
-        if not fields.get("Package") or "installed" not in fields.get("Status", ""):
+        if not fields.get("Package") or fields.get("Status", "").split()[-1:] != ["installed"]:
             continue
         name, version, arch = fields["Package"], fields["Version"], fields.get("Architecture", "all")
         purl = f"pkg:deb/debian/{name}@{urllib.parse.quote(version, safe='')}?arch={arch}&distro=bookworm"

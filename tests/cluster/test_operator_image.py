@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ import pytest
 
 from tests.controlplane.testing import Cluster, wait_for
 from tests.support import images
+from tests.support.images import podman
 
 pytestmark = [pytest.mark.cluster]
 
@@ -29,13 +29,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([*images.PODMAN, *args], capture_output=True, text=True, timeout=300)
-    if check and p.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: {p.stdout[-2000:]}{p.stderr[-2000:]}")
-    return p
 
 
 @pytest.fixture
@@ -89,8 +82,10 @@ def test_operator_image_answers_liveness_and_reconciles(cluster: Cluster,
     wait_for(live, 90, interval=0.5, what="the operator image's liveness endpoint")
     status, text = _get(f"http://127.0.0.1:{metrics}/metrics")
     assert status == 200 and "terrasnap_" in text
-    # It runs as the image's numeric user, not root.
-    assert podman("exec", name, "id", "-u", check=False).stdout.strip() in ("65532", "")
+    # It runs as the image's numeric user, not root: the container's process, seen from the host.
+    pid = podman("inspect", "--format", "{{.State.Pid}}", name).stdout.strip()
+    uids = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Uid:"))
+    assert uids.split()[1:] == ["65532"] * 4, uids
 
     # It reconciles: a SnapshotStore (cluster-scoped, always handled) gets a status from it.
     store = f"tsimg-{uuid.uuid4().hex[:6]}"

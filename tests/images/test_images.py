@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support import images
+from tests.support.images import podman
 from tests.support.sampledata import make_demo
 
 REPO = images.REPO
@@ -32,13 +33,6 @@ BUDGET_MB = {"worker": (1050, 360), "operator": (330, 90)}
 # The pod's security settings, as the runtime applies them (the snapshot Job's securityContext).
 RESTRICTED = ["--network", "none", "--read-only", "--user", "65532:65532", "--cap-drop", "ALL",
               "--security-opt", "no-new-privileges", "--tmpfs", "/tmp"]
-
-
-def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    p = subprocess.run([*images.PODMAN, *args], capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"podman {' '.join(args)}: exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
-    return p
 
 
 @pytest.fixture(scope="module")

@@ -24,5 +24,13 @@ def ref(component: str) -> str:
     return f"localhost/terrasnap/{component}:{version()}"
 
 
+def podman(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """images/podman.sh ARGS; with `check`, a failure raises with what podman said."""
+    p = subprocess.run([*PODMAN, *args], capture_output=True, text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"podman {' '.join(args)}: exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
 def available(image: str) -> bool:
     return subprocess.run([*PODMAN, "image", "exists", image], capture_output=True).returncode == 0
